@@ -1,0 +1,289 @@
+//! Binding the listeners: ARM and Entra ID over HTTPS, the admin API over HTTP, and one HTTP
+//! IMDS listener per machine. Every address is checked against the safety rule first.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use serde::Serialize;
+
+use crate::state::Shared;
+use crate::tls::{self, TlsError};
+use crate::tokens::{TokenError, TokenIssuer};
+use crate::world::{MachineRef, WorldError, WorldFile};
+
+/// The instance metadata address: usable only inside a network namespace the tests created.
+pub const METADATA_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    World(#[from] WorldError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Tokens(#[from] TokenError),
+    #[error("{what}: {address:?} is not a socket address (expected e.g. 127.0.0.1:0)")]
+    BadAddress { what: String, address: String },
+    #[error(
+        "{what}: refusing to listen on {address}: the emulator listens only on loopback \
+         (127.0.0.0/8, ::1), or on 169.254.169.254 inside a network namespace that is not the \
+         machine's own (a test namespace)"
+    )]
+    UnsafeAddress { what: String, address: SocketAddr },
+    #[error("{what}: cannot listen on {address}: {source}")]
+    Bind {
+        what: String,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot write the CA certificate to {path}: {source}")]
+    WriteCa {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Where every surface listens.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoints {
+    /// ARM base URL (`https://127.0.0.1:<port>`), no trailing slash.
+    pub arm: String,
+    /// Entra ID authority host (`https://127.0.0.1:<port>`); tenants are the first path segment.
+    pub entra: String,
+    pub admin: String,
+    /// IMDS base URL per machine name (`http://127.0.0.1:<port>`).
+    pub imds: BTreeMap<String, String>,
+    /// PEM of the CA that signed the HTTPS certificates.
+    #[serde(skip)]
+    pub ca_pem: String,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Where to write the CA certificate (PEM) that clients must trust.
+    pub ca_file: Option<PathBuf>,
+}
+
+pub struct RunningEmulator {
+    pub endpoints: Endpoints,
+    pub shared: Arc<Shared>,
+    handles: Vec<axum_server::Handle<SocketAddr>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningEmulator {
+    /// Stops every listener, letting requests in flight finish for up to a second.
+    pub async fn shutdown(self) {
+        for handle in &self.handles {
+            handle.graceful_shutdown(Some(std::time::Duration::from_secs(1)));
+        }
+        for task in self.tasks {
+            // A listener task that panicked has nothing left to stop.
+            let _ = task.await;
+        }
+    }
+}
+
+/// Whether this process runs in a network namespace other than PID 1's, i.e. one a test made.
+pub fn in_private_network_namespace() -> bool {
+    match (
+        std::fs::read_link("/proc/self/ns/net"),
+        std::fs::read_link("/proc/1/ns/net"),
+    ) {
+        (Ok(own), Ok(init)) => own != init,
+        _ => false,
+    }
+}
+
+/// The safety rule for listen addresses (see [`StartError::UnsafeAddress`]).
+pub fn check_listen_address(
+    what: &str,
+    address: SocketAddr,
+    private_namespace: bool,
+) -> Result<(), StartError> {
+    let ok = match address.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() => true,
+        IpAddr::V6(ip) if ip.is_loopback() => true,
+        IpAddr::V4(ip) if ip == METADATA_ADDRESS => private_namespace,
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(StartError::UnsafeAddress {
+            what: what.to_string(),
+            address,
+        })
+    }
+}
+
+fn parse_address(what: &str, address: &str) -> Result<SocketAddr, StartError> {
+    address.parse().map_err(|_| StartError::BadAddress {
+        what: what.to_string(),
+        address: address.to_string(),
+    })
+}
+
+fn bind(what: &str, address: &str, private_namespace: bool) -> Result<std::net::TcpListener, StartError> {
+    let address = parse_address(what, address)?;
+    check_listen_address(what, address, private_namespace)?;
+    let listener = std::net::TcpListener::bind(address).map_err(|source| StartError::Bind {
+        what: what.to_string(),
+        address,
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| StartError::Bind {
+            what: what.to_string(),
+            address,
+            source,
+        })?;
+    Ok(listener)
+}
+
+fn local_address(listener: &std::net::TcpListener, what: &str) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind {
+        what: what.to_string(),
+        address: SocketAddr::from(([127, 0, 0, 1], 0)),
+        source,
+    })
+}
+
+/// Starts every surface of the emulator described by `file`.
+pub async fn start(file: WorldFile, options: StartOptions) -> Result<RunningEmulator, StartError> {
+    let private_namespace = in_private_network_namespace();
+    let mut tenants = vec![file.tenant_id.as_str()];
+    tenants.extend(file.extra_tenant_ids.iter().map(String::as_str));
+    let tokens = TokenIssuer::new(tenants)?;
+    let tls = tls::generate(&[])?;
+    let shared = Shared::new(file, tokens)?;
+
+    // Bind everything before serving anything, so a bad address fails the whole start.
+    let listen = shared.initial.listen.clone();
+    let arm = bind("arm", &listen.arm, private_namespace)?;
+    let entra = bind("entra", &listen.entra, private_namespace)?;
+    let admin = bind("admin", &listen.admin, private_namespace)?;
+    let machines: Vec<(MachineRef, String, String)> = shared
+        .world()
+        .machines()
+        .into_iter()
+        .map(|(r, m)| (r, m.name.clone(), m.imds_listen.clone()))
+        .collect();
+    let mut imds = Vec::new();
+    for (machine, name, address) in machines {
+        let listener = bind(&format!("imds of {name}"), &address, private_namespace)?;
+        imds.push((machine, name, listener));
+    }
+
+    let url = |scheme: &str, l: &std::net::TcpListener, what: &str| {
+        local_address(l, what).map(|a| format!("{scheme}://{a}"))
+    };
+    let mut endpoints = Endpoints {
+        arm: url("https", &arm, "arm")?,
+        entra: url("https", &entra, "entra")?,
+        admin: url("http", &admin, "admin")?,
+        imds: BTreeMap::new(),
+        ca_pem: tls.ca_pem.clone(),
+        ca_file: options.ca_file.clone(),
+    };
+    for (_, name, listener) in &imds {
+        endpoints.imds.insert(name.clone(), url("http", listener, name)?);
+    }
+    if let Some(path) = &options.ca_file {
+        std::fs::write(path, &tls.ca_pem).map_err(|source| StartError::WriteCa {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
+    let _ = shared.endpoints.set(endpoints.clone());
+
+    let rustls = axum_server::tls_rustls::RustlsConfig::from_config(tls.server_config.clone());
+    let mut running = RunningEmulator {
+        endpoints,
+        shared: shared.clone(),
+        handles: Vec::new(),
+        tasks: Vec::new(),
+    };
+    running.serve_tls(arm, rustls.clone(), crate::arm::router(shared.clone()))?;
+    running.serve_tls(entra, rustls, crate::entra::router(shared.clone()))?;
+    running.serve_plain(admin, crate::admin::router(shared.clone()))?;
+    for (machine, name, listener) in imds {
+        running.serve_plain(listener, crate::imds::router(shared.clone(), machine, &name))?;
+    }
+    Ok(running)
+}
+
+impl RunningEmulator {
+    fn serve_tls(
+        &mut self,
+        listener: std::net::TcpListener,
+        tls: axum_server::tls_rustls::RustlsConfig,
+        router: Router,
+    ) -> Result<(), StartError> {
+        let address = local_address(&listener, "https listener")?;
+        let handle = axum_server::Handle::new();
+        let server = axum_server::from_tcp_rustls(listener, tls)
+            .map_err(|source| StartError::Bind {
+                what: "https listener".into(),
+                address,
+                source,
+            })?
+            .handle(handle.clone());
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(error) = server
+                .serve(router.into_make_service_with_connect_info::<SocketAddr>())
+                .await
+            {
+                tracing::error!(%address, %error, "listener stopped");
+            }
+        }));
+        self.handles.push(handle);
+        Ok(())
+    }
+
+    fn serve_plain(&mut self, listener: std::net::TcpListener, router: Router) -> Result<(), StartError> {
+        let address = local_address(&listener, "http listener")?;
+        let handle = axum_server::Handle::new();
+        let server = axum_server::from_tcp(listener)
+            .map_err(|source| StartError::Bind {
+                what: "http listener".into(),
+                address,
+                source,
+            })?
+            .handle(handle.clone());
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(error) = server
+                .serve(router.into_make_service_with_connect_info::<SocketAddr>())
+                .await
+            {
+                tracing::error!(%address, %error, "listener stopped");
+            }
+        }));
+        self.handles.push(handle);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_is_allowed_and_metadata_only_in_a_test_namespace() {
+        let ok = |a: &str, ns| check_listen_address("t", a.parse().expect("addr"), ns).is_ok();
+        assert!(ok("127.0.0.1:0", false));
+        assert!(ok("127.0.1.7:80", false));
+        assert!(ok("[::1]:0", false));
+        assert!(!ok("169.254.169.254:80", false));
+        assert!(ok("169.254.169.254:80", true));
+        assert!(!ok("0.0.0.0:80", true));
+        assert!(!ok("10.0.0.1:80", true));
+        assert!(!ok("[::]:80", false));
+    }
+}
