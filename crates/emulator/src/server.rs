@@ -210,63 +210,54 @@ pub async fn start(file: WorldFile, options: StartOptions) -> Result<RunningEmul
         handles: Vec::new(),
         tasks: Vec::new(),
     };
-    running.serve_tls(arm, rustls.clone(), crate::arm::router(shared.clone()))?;
-    running.serve_tls(entra, rustls, crate::entra::router(shared.clone()))?;
-    running.serve_plain(admin, crate::admin::router(shared.clone()))?;
+    running.serve(arm, Some(rustls.clone()), crate::arm::router(shared.clone()))?;
+    running.serve(entra, Some(rustls), crate::entra::router(shared.clone()))?;
+    running.serve(admin, None, crate::admin::router(shared.clone()))?;
     for (machine, name, listener) in imds {
-        running.serve_plain(listener, crate::imds::router(shared.clone(), machine, &name))?;
+        running.serve(listener, None, crate::imds::router(shared.clone(), machine, &name))?;
     }
     Ok(running)
 }
 
 impl RunningEmulator {
-    fn serve_tls(
+    /// Serves `router` on `listener`, over TLS when `tls` is given.
+    fn serve(
         &mut self,
         listener: std::net::TcpListener,
-        tls: axum_server::tls_rustls::RustlsConfig,
+        tls: Option<axum_server::tls_rustls::RustlsConfig>,
         router: Router,
     ) -> Result<(), StartError> {
-        let address = local_address(&listener, "https listener")?;
+        let address = local_address(&listener, "listener")?;
+        let bind_error = |source| StartError::Bind {
+            what: "listener".into(),
+            address,
+            source,
+        };
         let handle = axum_server::Handle::new();
-        let server = axum_server::from_tcp_rustls(listener, tls)
-            .map_err(|source| StartError::Bind {
-                what: "https listener".into(),
-                address,
-                source,
-            })?
-            .handle(handle.clone());
-        self.tasks.push(tokio::spawn(async move {
-            if let Err(error) = server
-                .serve(router.into_make_service_with_connect_info::<SocketAddr>())
-                .await
-            {
-                tracing::error!(%address, %error, "listener stopped");
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
+        let task = match tls {
+            Some(tls) => {
+                let server = axum_server::from_tcp_rustls(listener, tls)
+                    .map_err(bind_error)?
+                    .handle(handle.clone());
+                tokio::spawn(log_stop(address, server.serve(app)))
             }
-        }));
+            None => {
+                let server = axum_server::from_tcp(listener)
+                    .map_err(bind_error)?
+                    .handle(handle.clone());
+                tokio::spawn(log_stop(address, server.serve(app)))
+            }
+        };
+        self.tasks.push(task);
         self.handles.push(handle);
         Ok(())
     }
+}
 
-    fn serve_plain(&mut self, listener: std::net::TcpListener, router: Router) -> Result<(), StartError> {
-        let address = local_address(&listener, "http listener")?;
-        let handle = axum_server::Handle::new();
-        let server = axum_server::from_tcp(listener)
-            .map_err(|source| StartError::Bind {
-                what: "http listener".into(),
-                address,
-                source,
-            })?
-            .handle(handle.clone());
-        self.tasks.push(tokio::spawn(async move {
-            if let Err(error) = server
-                .serve(router.into_make_service_with_connect_info::<SocketAddr>())
-                .await
-            {
-                tracing::error!(%address, %error, "listener stopped");
-            }
-        }));
-        self.handles.push(handle);
-        Ok(())
+async fn log_stop(address: SocketAddr, serving: impl Future<Output = std::io::Result<()>>) {
+    if let Err(error) = serving.await {
+        tracing::error!(%address, %error, "listener stopped");
     }
 }
 
@@ -285,5 +276,16 @@ mod tests {
         assert!(!ok("0.0.0.0:80", true));
         assert!(!ok("10.0.0.1:80", true));
         assert!(!ok("[::]:80", false));
+    }
+
+    #[test]
+    fn every_default_listen_address_is_loopback() {
+        let defaults = crate::world::ListenSpec::default();
+        let machine = crate::world::MachineSpec::default();
+        for address in [&defaults.arm, &defaults.entra, &defaults.admin, &machine.imds] {
+            let parsed: SocketAddr = address.parse().expect("a socket address");
+            assert!(parsed.ip().is_loopback(), "{address} is not loopback");
+            check_listen_address("default", parsed, false).expect("allowed outside a namespace");
+        }
     }
 }
