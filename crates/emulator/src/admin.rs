@@ -27,6 +27,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/admin/knobs", get(knobs).patch(patch_knobs))
         .route("/admin/reset", post(reset))
         .merge(crate::arm::admin_routes())
+        .merge(crate::entra::admin_routes())
         .with_state(shared)
 }
 

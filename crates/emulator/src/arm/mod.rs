@@ -1,0 +1,636 @@
+//! Azure Resource Manager over HTTPS: VM and scale-set identities (GET/PATCH/PUT with
+//! long-running operations), user-assigned identities, role assignments, RBAC and throttling
+//! (azure-wire.md §3). One fallback handler serves every path because ARM routing is
+//! case-insensitive; [`path::parse`] decides what a path names.
+
+mod admin;
+mod auth;
+mod compute;
+mod error;
+mod identity;
+mod lro;
+mod msi;
+mod path;
+mod roles;
+mod throttle;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use admin::admin_routes;
+pub use lro::settle;
+pub use throttle::{BucketKnob, ComputePolicies, PolicyKnob};
+
+use crate::armid::ArmId;
+use crate::faults::{FaultAction, Surface};
+use crate::journal::{Observed, Operation, observe};
+use crate::state::Shared;
+use crate::world::World;
+use auth::Caller;
+use error::ArmError;
+use path::{ComputeKind, Route};
+use throttle::{Access, Bucket, Throttle};
+
+/// Whether VM/VMSS updates answer at once or through an asynchronous operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LroMode {
+    /// 200 with `provisioningState: Updating`, `Azure-AsyncOperation` and `Retry-After`.
+    Async,
+    /// 200 with `provisioningState: Succeeded`, the change applied, no polling headers.
+    Sync,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ArmKnobs {
+    /// Most user-assigned identities one PATCH or PUT may add or remove (ARM: 150).
+    pub identities_per_request: usize,
+    /// `async` (ARM's behaviour) or `sync` updates.
+    pub lro_mode: LroMode,
+    /// How long an asynchronous update runs, on the emulator's clock.
+    pub lro_duration_ms: u64,
+    /// When set, updates complete after this many `InProgress` status polls instead of after
+    /// `lroDurationMs`.
+    pub lro_polls: Option<u32>,
+    /// `Retry-After` (whole seconds) on update responses and `InProgress` polls.
+    pub retry_after_secs: u64,
+    /// Accept an update while another one on the same resource runs (the earlier one completes
+    /// first) instead of answering 409 `Conflict`.
+    pub allow_concurrent_updates: bool,
+    /// Front-door read bucket per subscription and principal (ARM: 250, 25/s).
+    pub subscription_reads: BucketKnob,
+    /// Front-door write bucket (PUT/PATCH/DELETE) per subscription and principal (ARM: 200, 10/s).
+    pub subscription_writes: BucketKnob,
+    /// Compute resource-provider policies per subscription and region.
+    pub compute_policies: ComputePolicies,
+}
+
+impl Default for ArmKnobs {
+    fn default() -> Self {
+        Self {
+            identities_per_request: 150,
+            lro_mode: LroMode::Async,
+            lro_duration_ms: 500,
+            lro_polls: None,
+            retry_after_secs: 1,
+            allow_concurrent_updates: false,
+            subscription_reads: BucketKnob {
+                capacity: 250.0,
+                refill_per_second: 25.0,
+            },
+            subscription_writes: BucketKnob {
+                capacity: 200.0,
+                refill_per_second: 10.0,
+            },
+            compute_policies: ComputePolicies::default(),
+        }
+    }
+}
+
+/// ARM's mutable state besides the world: operations, throttle counters, and the last
+/// generation of deleted user-assigned identities (a recreated one gets the next).
+#[derive(Debug, Default)]
+pub struct ArmInner {
+    pub operations: BTreeMap<String, lro::AsyncOperation>,
+    pub throttle: Throttle,
+    pub retired_generations: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default)]
+pub struct ArmState {
+    inner: Mutex<ArmInner>,
+}
+
+impl ArmState {
+    pub fn reset(&self) {
+        *self.lock() = ArmInner::default();
+    }
+
+    /// Lock order: the world first, then this.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ArmInner> {
+        // A poisoned lock means a handler panicked; the counters are still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .fallback(handle)
+        .with_state(shared.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            Observed {
+                shared,
+                surface: Surface::Arm,
+                machine: None,
+                render_fault,
+            },
+            observe,
+        ))
+}
+
+/// A request on its way through the handlers, collecting response headers.
+pub(crate) struct Call<'a> {
+    pub shared: &'a Shared,
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub api_version: String,
+    pub caller: Caller,
+    pub body: &'a [u8],
+    pub now: SystemTime,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+pub(crate) type Outcome = Result<(StatusCode, Option<Value>), ArmError>;
+
+impl Call<'_> {
+    /// 403 `AuthorizationFailed` unless the caller may perform `action` on `scope`.
+    pub fn require(&self, world: &World, action: &str, scope: &ArmId) -> Result<(), ArmError> {
+        if self.permitted(world, action, scope) {
+            Ok(())
+        } else {
+            Err(error::authorization_failed(
+                &self.caller.client_id,
+                &self.caller.object_id,
+                action,
+                scope.as_str(),
+            ))
+        }
+    }
+
+    pub fn permitted(&self, world: &World, action: &str, scope: &ArmId) -> bool {
+        crate::rbac::is_permitted(
+            &world.role_assignments,
+            &self.caller.object_id,
+            action,
+            scope,
+        )
+    }
+
+    /// Parses the JSON request body.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ArmError> {
+        let body = if self.body.iter().all(u8::is_ascii_whitespace) {
+            b"{}".as_slice()
+        } else {
+            self.body
+        };
+        serde_json::from_slice(body).map_err(|e| error::invalid_body(&e.to_string()))
+    }
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (operation, outcome, extra) = serve(&shared, &method, &uri, &headers, &body);
+    respond(&shared, operation, outcome, extra, &headers)
+}
+
+fn operation_name(route: &Route, method: &Method) -> Option<&'static str> {
+    let m = method.as_str();
+    Some(match (route, m) {
+        (
+            Route::Compute {
+                kind: ComputeKind::VirtualMachine,
+                ..
+            },
+            "GET",
+        ) => "arm.vm.get",
+        (
+            Route::Compute {
+                kind: ComputeKind::VirtualMachine,
+                ..
+            },
+            "PATCH",
+        ) => "arm.vm.patch",
+        (
+            Route::Compute {
+                kind: ComputeKind::VirtualMachine,
+                ..
+            },
+            "PUT",
+        ) => "arm.vm.put",
+        (
+            Route::Compute {
+                kind: ComputeKind::ScaleSet,
+                ..
+            },
+            "GET",
+        ) => "arm.vmss.get",
+        (
+            Route::Compute {
+                kind: ComputeKind::ScaleSet,
+                ..
+            },
+            "PATCH",
+        ) => "arm.vmss.patch",
+        (
+            Route::Compute {
+                kind: ComputeKind::ScaleSet,
+                ..
+            },
+            "PUT",
+        ) => "arm.vmss.put",
+        (Route::VirtualMachineList { .. }, "GET") => "arm.vm.list",
+        (Route::ScaleSetInstances { .. }, "GET") => "arm.vmss.vms.list",
+        (Route::Operation { .. }, "GET") => "arm.operation.get",
+        (Route::Identity { .. }, "GET") => "arm.identity.get",
+        (Route::Identity { .. }, "PUT") => "arm.identity.put",
+        (Route::Identity { .. }, "DELETE") => "arm.identity.delete",
+        (Route::IdentityList { .. }, "GET") => "arm.identity.list",
+        (Route::RoleAssignment { .. }, "GET") => "arm.role_assignment.get",
+        (Route::RoleAssignment { .. }, "PUT") => "arm.role_assignment.put",
+        (Route::RoleAssignment { .. }, "DELETE") => "arm.role_assignment.delete",
+        (Route::RoleAssignmentList { .. }, "GET") => "arm.role_assignment.list",
+        _ => return None,
+    })
+}
+
+/// The oldest api-version each family of routes accepts.
+fn minimum_api_version(route: &Route) -> &'static str {
+    match route {
+        Route::Identity { .. } | Route::IdentityList { .. } => "2015-08-31-preview",
+        Route::RoleAssignment { .. } | Route::RoleAssignmentList { .. } => "2015-07-01",
+        _ => "2018-06-01",
+    }
+}
+
+const REJECTED: &str = "arm.rejected";
+
+fn serve(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (&'static str, Outcome, Vec<(&'static str, String)>) {
+    let path = uri.path();
+    let Some(route) = path::parse(path) else {
+        return (
+            REJECTED,
+            Err(error::not_routed(method.as_str(), path)),
+            Vec::new(),
+        );
+    };
+    let Some(operation) = operation_name(&route, method) else {
+        return (
+            REJECTED,
+            Err(error::method_not_allowed(method.as_str())),
+            Vec::new(),
+        );
+    };
+    let endpoints = shared.endpoints();
+    let (tenant_id, subscription_known) = {
+        let world = shared.world();
+        let known = world
+            .subscriptions
+            .contains_key(&route.subscription().to_ascii_lowercase());
+        (world.tenant_id.clone(), known)
+    };
+    let caller = match auth::authenticate(
+        headers,
+        &auth::AuthContext {
+            tokens: &shared.tokens,
+            now: shared.clock.unix(),
+            tenant_id: &tenant_id,
+            authority: &endpoints.entra,
+            own_base_url: &endpoints.arm,
+        },
+    ) {
+        Ok(caller) => caller,
+        Err(e) => return (REJECTED, Err(e), Vec::new()),
+    };
+    if !subscription_known {
+        return (
+            REJECTED,
+            Err(error::subscription_not_found(route.subscription())),
+            Vec::new(),
+        );
+    }
+    let api_version = match check_api_version(uri.query(), minimum_api_version(&route)) {
+        Ok(v) => v,
+        Err(e) => return (REJECTED, Err(e), Vec::new()),
+    };
+    let mut call = Call {
+        shared,
+        method,
+        path,
+        api_version,
+        caller,
+        body,
+        now: shared.clock.now(),
+        headers: Vec::new(),
+    };
+    if let Err(e) = front_door(&mut call, route.subscription()) {
+        return (operation, Err(e), call.headers);
+    }
+    lro::settle(shared);
+    let outcome = match route {
+        Route::Compute {
+            subscription,
+            group,
+            kind,
+            name,
+        } => match *method {
+            Method::GET => compute::get(&mut call, &subscription, &group, kind, &name),
+            Method::PATCH => compute::update(
+                &mut call,
+                &subscription,
+                &group,
+                kind,
+                &name,
+                identity::Mode::Merge,
+            ),
+            _ => compute::update(
+                &mut call,
+                &subscription,
+                &group,
+                kind,
+                &name,
+                identity::Mode::Replace,
+            ),
+        },
+        Route::VirtualMachineList {
+            subscription,
+            group,
+        } => compute::list_vms(&mut call, &subscription, &group),
+        Route::ScaleSetInstances {
+            subscription,
+            group,
+            name,
+        } => compute::list_instances(&mut call, &subscription, &group, &name),
+        Route::Operation {
+            subscription,
+            location,
+            id,
+        } => compute::operation(&mut call, &subscription, &location, &id),
+        Route::Identity {
+            subscription,
+            group,
+            name,
+        } => match *method {
+            Method::GET => msi::get(&mut call, &subscription, &group, &name),
+            Method::PUT => msi::put(&mut call, &subscription, &group, &name),
+            _ => msi::delete(&mut call, &subscription, &group, &name),
+        },
+        Route::IdentityList {
+            subscription,
+            group,
+        } => msi::list(&mut call, &subscription, &group),
+        Route::RoleAssignment {
+            subscription,
+            scope,
+            name,
+        } => match *method {
+            Method::GET => roles::get(&mut call, &scope, &name),
+            Method::PUT => roles::put(&mut call, &subscription, &scope, &name),
+            _ => roles::delete(&mut call, &scope, &name),
+        },
+        Route::RoleAssignmentList { scope, .. } => roles::list(&mut call, &scope),
+    };
+    (operation, outcome, call.headers)
+}
+
+/// The front door's per-principal token bucket; its remaining count goes on every response.
+fn front_door(call: &mut Call<'_>, subscription: &str) -> Result<(), ArmError> {
+    let access = if *call.method == Method::GET {
+        Access::Read
+    } else {
+        Access::Write
+    };
+    let knobs = call.shared.knobs().arm;
+    let knob = match access {
+        Access::Read => &knobs.subscription_reads,
+        Access::Write => &knobs.subscription_writes,
+    };
+    let key = (
+        subscription.to_ascii_lowercase(),
+        call.caller.object_id.to_ascii_lowercase(),
+        access,
+    );
+    let now = call.now;
+    let taken = {
+        let mut inner = call.shared.arm.lock();
+        let bucket = inner.throttle.buckets.entry(key).or_insert(Bucket {
+            tokens: knob.capacity,
+            updated: now,
+        });
+        throttle::take_token(bucket, knob, now)
+    };
+    match taken {
+        Ok(remaining) => {
+            call.headers.push((access.header(), remaining.to_string()));
+            Ok(())
+        }
+        Err(retry_after) => {
+            call.headers.push((access.header(), "0".into()));
+            Err(throttle::subscription_throttled(
+                access,
+                subscription,
+                &call.caller.object_id,
+                retry_after,
+            ))
+        }
+    }
+}
+
+/// The request's `api-version`, checked against the oldest version the route accepts.
+fn check_api_version(query: Option<&str>, minimum: &str) -> Result<String, ArmError> {
+    let version = query
+        .and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k.eq_ignore_ascii_case("api-version"))
+                .map(|(_, v)| v.into_owned())
+        })
+        .filter(|v| !v.is_empty())
+        .ok_or_else(error::missing_api_version)?;
+    match (version_order(&version), version_order(minimum)) {
+        (Some(given), Some(min)) if given >= min => Ok(version),
+        _ => Err(error::invalid_api_version(&version, minimum)),
+    }
+}
+
+/// `YYYY-MM-DD[-suffix]` as a sortable key; a preview sorts before the GA of the same date.
+fn version_order(version: &str) -> Option<(String, bool)> {
+    let date = version.get(..10)?;
+    let shape_ok = date.bytes().enumerate().all(|(i, b)| {
+        if i == 4 || i == 7 {
+            b == b'-'
+        } else {
+            b.is_ascii_digit()
+        }
+    });
+    let rest = &version[10..];
+    let suffix_ok = rest.is_empty()
+        || (rest.starts_with('-')
+            && rest.len() > 1
+            && rest[1..].bytes().all(|b| b.is_ascii_alphanumeric()));
+    (shape_ok && suffix_ok).then(|| (date.to_string(), rest.is_empty()))
+}
+
+fn respond(
+    shared: &Shared,
+    operation: &'static str,
+    outcome: Outcome,
+    extra: Vec<(&'static str, String)>,
+    request_headers: &HeaderMap,
+) -> Response {
+    let (status, body, headers) = match outcome {
+        Ok((status, body)) => (status, body, Vec::new()),
+        Err(e) => {
+            let body = e.body();
+            (e.status, Some(body), e.headers)
+        }
+    };
+    let mut response = match body {
+        Some(body) => (status, body.to_string()).into_response(),
+        None => status.into_response(),
+    };
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let correlation = request_headers
+        .get("x-ms-correlation-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map_or_else(|| request_id.clone(), str::to_string);
+    let stamp = time::OffsetDateTime::from(shared.clock.now());
+    let routing = format!(
+        "EASTUS:{:04}{:02}{:02}T{:02}{:02}{:02}Z:{request_id}",
+        stamp.year(),
+        u8::from(stamp.month()),
+        stamp.day(),
+        stamp.hour(),
+        stamp.minute(),
+        stamp.second()
+    );
+    let h = response.headers_mut();
+    if status != StatusCode::NO_CONTENT {
+        h.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+    }
+    let common = [
+        ("x-ms-request-id", request_id.clone()),
+        ("x-ms-correlation-request-id", correlation),
+        ("x-ms-routing-request-id", routing),
+    ];
+    for (name, value) in common.into_iter().chain(extra).chain(headers) {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            h.insert(HeaderName::from_static(name), value);
+        }
+    }
+    response.extensions_mut().insert(Operation(operation));
+    response
+}
+
+/// A fault rule's error in ARM's envelope; 429s and 5xx carry an integer `Retry-After`.
+fn render_fault(action: &FaultAction) -> Response {
+    let FaultAction::Error {
+        status,
+        code,
+        message,
+        retry_after,
+        body,
+        ..
+    } = action
+    else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let default_code = match status.as_u16() {
+        400 => "BadRequest",
+        401 => "AuthenticationFailed",
+        403 => "AuthorizationFailed",
+        404 => "ResourceNotFound",
+        409 => "Conflict",
+        429 => "TooManyRequests",
+        500 => "InternalServerError",
+        503 => "ServiceUnavailable",
+        _ => "Error",
+    };
+    let body = body.clone().unwrap_or_else(|| {
+        ArmError::new(
+            status,
+            code.as_deref().unwrap_or(default_code),
+            message.clone().unwrap_or_else(|| {
+                format!("The emulator answered {status} as a fault rule asked.")
+            }),
+        )
+        .body()
+    });
+    let mut response = (status, body.to_string()).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    let request_id = uuid::Uuid::new_v4().to_string();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        h.insert("x-ms-request-id", v.clone());
+        h.insert("x-ms-correlation-request-id", v);
+    }
+    let retry_after = retry_after.or((status == StatusCode::TOO_MANY_REQUESTS).then_some(1));
+    if let Some(secs) = retry_after {
+        h.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_versions_are_required_and_checked_against_the_minimum() {
+        assert_eq!(
+            check_api_version(None, "2018-06-01").map_err(|e| e.code),
+            Err("MissingApiVersionParameter".into())
+        );
+        assert_eq!(
+            check_api_version(Some("x=1&api-version="), "2018-06-01").map_err(|e| e.code),
+            Err("MissingApiVersionParameter".into())
+        );
+        assert_eq!(
+            check_api_version(Some("api-version=2019-12-01"), "2018-06-01")
+                .ok()
+                .as_deref(),
+            Some("2019-12-01")
+        );
+        assert!(check_api_version(Some("api-version=2018-06-01"), "2018-06-01").is_ok());
+        assert!(check_api_version(Some("api-version=2018-06-01-preview"), "2018-06-01").is_err());
+        assert!(
+            check_api_version(Some("api-version=2015-08-31-preview"), "2015-08-31-preview").is_ok()
+        );
+        assert!(check_api_version(Some("api-version=2017-12-01"), "2018-06-01").is_err());
+        assert!(check_api_version(Some("api-version=latest"), "2018-06-01").is_err());
+        assert!(check_api_version(Some("api-version=2019-12-01-"), "2018-06-01").is_err());
+    }
+
+    #[test]
+    fn faults_render_in_the_arm_envelope_with_an_integer_retry_after() {
+        let r = render_fault(&FaultAction::Error {
+            status: 429,
+            code: None,
+            message: None,
+            retry_after: None,
+            aadsts: None,
+            body: None,
+        });
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+    }
+}
