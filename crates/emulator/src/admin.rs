@@ -19,7 +19,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/admin/health", get(|| async { "ok" }))
         .route("/admin/endpoints", get(endpoints))
-        .route("/admin/faults", post(add_fault).get(list_faults).delete(clear_faults))
+        .route(
+            "/admin/faults",
+            post(add_fault).get(list_faults).delete(clear_faults),
+        )
         .route("/admin/faults/{id}", delete(remove_fault))
         .route("/admin/journal", get(journal).delete(clear_journal))
         .route("/admin/counters", get(counters))
@@ -42,15 +45,22 @@ impl IntoResponse for AdminError {
 
 /// Parses a JSON body, answering 400 with serde's description of what is wrong.
 pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
-    serde_json::from_slice(body)
-        .map_err(|e| AdminError(StatusCode::BAD_REQUEST, format!("invalid request body: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        AdminError(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request body: {e}"),
+        )
+    })
 }
 
 async fn endpoints(State(s): State<Arc<Shared>>) -> Json<Value> {
     Json(json!(s.endpoints()))
 }
 
-async fn add_fault(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Result<Response, AdminError> {
+async fn add_fault(
+    State(s): State<Arc<Shared>>,
+    body: axum::body::Bytes,
+) -> Result<Response, AdminError> {
     let spec: FaultRuleSpec = parse_body(&body)?;
     let rule = s
         .faults
@@ -68,11 +78,17 @@ async fn clear_faults(State(s): State<Arc<Shared>>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn remove_fault(State(s): State<Arc<Shared>>, Path(id): Path<u64>) -> Result<StatusCode, AdminError> {
+async fn remove_fault(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<u64>,
+) -> Result<StatusCode, AdminError> {
     if s.faults.remove(id) {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(AdminError(StatusCode::NOT_FOUND, format!("no fault rule with id {id}")))
+        Err(AdminError(
+            StatusCode::NOT_FOUND,
+            format!("no fault rule with id {id}"),
+        ))
     }
 }
 
@@ -107,9 +123,13 @@ struct AdvanceClock {
     advance_seconds: u64,
 }
 
-async fn advance_clock(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Result<Json<Value>, AdminError> {
+async fn advance_clock(
+    State(s): State<Arc<Shared>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, AdminError> {
     let req: AdvanceClock = parse_body(&body)?;
-    s.clock.advance(std::time::Duration::from_secs(req.advance_seconds));
+    s.clock
+        .advance(std::time::Duration::from_secs(req.advance_seconds));
     Ok(clock(State(s)).await)
 }
 
@@ -118,7 +138,10 @@ async fn knobs(State(s): State<Arc<Shared>>) -> Json<Value> {
 }
 
 /// A JSON merge patch (RFC 7386) over the current knobs; the result must still be valid knobs.
-async fn patch_knobs(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Result<Json<Value>, AdminError> {
+async fn patch_knobs(
+    State(s): State<Arc<Shared>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, AdminError> {
     let patch: Value = parse_body(&body)?;
     let mut current = json!(s.knobs());
     merge(&mut current, &patch);

@@ -59,7 +59,9 @@ pub fn normalize(id: &str) -> String {
 }
 
 pub fn resource_group_id(subscription: &str, group: &str) -> ArmId {
-    ArmId::new(&format!("/subscriptions/{subscription}/resourceGroups/{group}"))
+    ArmId::new(&format!(
+        "/subscriptions/{subscription}/resourceGroups/{group}"
+    ))
 }
 
 pub fn provider_resource_id(
@@ -83,8 +85,12 @@ mod tests {
 
     #[test]
     fn ids_compare_case_insensitively_and_keep_their_casing() {
-        let a = ArmId::new("/subscriptions/S/resourceGroups/RG/providers/Microsoft.ManagedIdentity/userAssignedIdentities/DEMO");
-        let b = ArmId::new("/subscriptions/s/resourcegroups/rg/providers/microsoft.managedidentity/userassignedidentities/demo/");
+        let a = ArmId::new(
+            "/subscriptions/S/resourceGroups/RG/providers/Microsoft.ManagedIdentity/userAssignedIdentities/DEMO",
+        );
+        let b = ArmId::new(
+            "/subscriptions/s/resourcegroups/rg/providers/microsoft.managedidentity/userassignedidentities/demo/",
+        );
         assert_eq!(a, b);
         assert!(a.as_str().contains("DEMO"));
         assert!(!b.as_str().ends_with('/'));
@@ -92,7 +98,9 @@ mod tests {
 
     #[test]
     fn scope_containment_respects_segment_boundaries() {
-        let vm = ArmId::new("/subscriptions/s/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm");
+        let vm = ArmId::new(
+            "/subscriptions/s/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm",
+        );
         assert!(vm.is_within(&ArmId::new("/subscriptions/S/resourcegroups/RG1")));
         assert!(vm.is_within(&ArmId::new("/subscriptions/s")));
         assert!(!vm.is_within(&ArmId::new("/subscriptions/s/resourceGroups/rg")));

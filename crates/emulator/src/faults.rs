@@ -118,8 +118,13 @@ impl FaultRule {
     fn matches(&self, surface: Surface, req: &FaultRequest<'_>) -> bool {
         let s = &self.spec;
         s.surface == surface
-            && s.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(req.method))
-            && self.path_regex.as_ref().is_none_or(|r| r.is_match(req.path))
+            && s.method
+                .as_deref()
+                .is_none_or(|m| m.eq_ignore_ascii_case(req.method))
+            && self
+                .path_regex
+                .as_ref()
+                .is_none_or(|r| r.is_match(req.path))
             && s.machine
                 .as_deref()
                 .is_none_or(|m| req.machine.is_some_and(|x| x.eq_ignore_ascii_case(m)))
@@ -132,7 +137,10 @@ impl FaultRule {
 impl FaultBook {
     pub fn add(&self, spec: FaultRuleSpec) -> Result<FaultRule, FaultError> {
         if matches!(spec.action, FaultAction::LroFailure { .. }) && spec.surface != Surface::Arm {
-            return Err(FaultError::WrongSurface("lroFailure", spec.surface.as_str()));
+            return Err(FaultError::WrongSurface(
+                "lroFailure",
+                spec.surface.as_str(),
+            ));
         }
         let path_regex = spec
             .path
@@ -177,12 +185,16 @@ impl FaultBook {
     /// The action of the first rule that matches a request, consuming one of its `times`.
     /// `LroFailure` rules are never returned here; see [`FaultBook::take_lro_failure`].
     pub fn take(&self, surface: Surface, req: &FaultRequest<'_>) -> Option<FaultAction> {
-        self.take_where(surface, req, |a| !matches!(a, FaultAction::LroFailure { .. }))
+        self.take_where(surface, req, |a| {
+            !matches!(a, FaultAction::LroFailure { .. })
+        })
     }
 
     /// The error an ARM long-running operation started by this request should end with.
     pub fn take_lro_failure(&self, req: &FaultRequest<'_>) -> Option<(String, String)> {
-        match self.take_where(Surface::Arm, req, |a| matches!(a, FaultAction::LroFailure { .. })) {
+        match self.take_where(Surface::Arm, req, |a| {
+            matches!(a, FaultAction::LroFailure { .. })
+        }) {
             Some(FaultAction::LroFailure { code, message }) => Some((code, message)),
             _ => None,
         }
@@ -233,7 +245,11 @@ mod tests {
             "action": {"kind": "error", "status": 429, "retryAfter": 3}
         })))
         .expect("added");
-        let req = FaultRequest { method: "GET", path: "/metadata/identity/oauth2/token", ..Default::default() };
+        let req = FaultRequest {
+            method: "GET",
+            path: "/metadata/identity/oauth2/token",
+            ..Default::default()
+        };
         assert!(book.take(Surface::Imds, &req).is_some());
         assert!(book.take(Surface::Arm, &req).is_none());
         assert!(book.take(Surface::Imds, &req).is_some());
@@ -249,8 +265,16 @@ mod tests {
             "action": {"kind": "delay", "ms": 5}
         })))
         .expect("added");
-        let mut req = FaultRequest { method: "GET", path: "/", machine: Some("vmss_0"), client_id: Some("abc") };
-        assert_eq!(book.take(Surface::Imds, &req), Some(FaultAction::Delay { ms: 5 }));
+        let mut req = FaultRequest {
+            method: "GET",
+            path: "/",
+            machine: Some("vmss_0"),
+            client_id: Some("abc"),
+        };
+        assert_eq!(
+            book.take(Surface::Imds, &req),
+            Some(FaultAction::Delay { ms: 5 })
+        );
         req.machine = Some("vmss_1");
         assert_eq!(book.take(Surface::Imds, &req), None);
     }
@@ -264,9 +288,16 @@ mod tests {
         assert!(err.to_string().contains("imds"));
         book.add(spec(serde_json::json!({"surface": "arm", "method": "PATCH", "times": 1, "action": {"kind": "lroFailure", "code": "InternalError", "message": "boom"}})))
             .expect("added");
-        let req = FaultRequest { method: "PATCH", path: "/subscriptions/s", ..Default::default() };
+        let req = FaultRequest {
+            method: "PATCH",
+            path: "/subscriptions/s",
+            ..Default::default()
+        };
         assert!(book.take(Surface::Arm, &req).is_none());
-        assert_eq!(book.take_lro_failure(&req), Some(("InternalError".into(), "boom".into())));
+        assert_eq!(
+            book.take_lro_failure(&req),
+            Some(("InternalError".into(), "boom".into()))
+        );
         assert_eq!(book.take_lro_failure(&req), None);
     }
 

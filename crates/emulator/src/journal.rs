@@ -160,9 +160,12 @@ pub async fn observe(State(o): State<Observed>, req: Request, next: Next) -> Res
         .map_or("unrouted", |op| op.0);
     o.shared.journal.record(JournalEntry {
         seq: 0,
-        at_ms: o.shared.clock.now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| {
-            i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-        }),
+        at_ms: o
+            .shared
+            .clock
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
         surface: o.surface,
         machine: o.machine.as_deref().map(str::to_string),
         method,
@@ -194,7 +197,10 @@ async fn client_id_of(surface: Surface, req: Request) -> (Request, Option<String
             let client_id = url::form_urlencoded::parse(&bytes)
                 .find(|(k, _)| k == "client_id")
                 .map(|(_, v)| v.into_owned());
-            (Request::from_parts(parts, axum::body::Body::from(bytes)), client_id)
+            (
+                Request::from_parts(parts, axum::body::Body::from(bytes)),
+                client_id,
+            )
         }
         // An unreadable body is the handler's problem to report; give it an empty one.
         Err(_) => (Request::from_parts(parts, axum::body::Body::empty()), None),

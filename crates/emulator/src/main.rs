@@ -6,7 +6,10 @@ use anyhow::Context;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(version, about = "An Azure emulator (ARM, IMDS, Entra ID) for podid's tests and sandbox")]
+#[command(
+    version,
+    about = "An Azure emulator (ARM, IMDS, Entra ID) for podid's tests and sandbox"
+)]
 struct Args {
     /// The world file (YAML or JSON); see docs/emulator.md.
     #[arg(long, env = "AZURE_EMULATOR_WORLD")]

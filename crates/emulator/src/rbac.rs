@@ -164,7 +164,10 @@ mod tests {
 
     #[test]
     fn wildcards_match_across_segments_and_case() {
-        assert!(action_matches("*/read", "Microsoft.Compute/virtualMachines/read"));
+        assert!(action_matches(
+            "*/read",
+            "Microsoft.Compute/virtualMachines/read"
+        ));
         assert!(action_matches(
             "Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action",
             "microsoft.managedidentity/userassignedidentities/assign/action"
@@ -173,16 +176,36 @@ mod tests {
             "Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action",
             "Microsoft.ManagedIdentity/userAssignedIdentities/write"
         ));
-        assert!(!action_matches("*/read", "Microsoft.Compute/virtualMachines/write"));
+        assert!(!action_matches(
+            "*/read",
+            "Microsoft.Compute/virtualMachines/write"
+        ));
     }
 
     #[test]
     fn reader_reads_but_does_not_write() {
         let a = [assignment("Reader", "/subscriptions/s/resourceGroups/rg")];
-        let vm = ArmId::new("/subscriptions/s/resourcegroups/RG/providers/Microsoft.Compute/virtualMachines/v");
-        assert!(is_permitted(&a, "p", "Microsoft.Compute/virtualMachines/read", &vm));
-        assert!(!is_permitted(&a, "p", "Microsoft.Compute/virtualMachines/write", &vm));
-        assert!(!is_permitted(&a, "other", "Microsoft.Compute/virtualMachines/read", &vm));
+        let vm = ArmId::new(
+            "/subscriptions/s/resourcegroups/RG/providers/Microsoft.Compute/virtualMachines/v",
+        );
+        assert!(is_permitted(
+            &a,
+            "p",
+            "Microsoft.Compute/virtualMachines/read",
+            &vm
+        ));
+        assert!(!is_permitted(
+            &a,
+            "p",
+            "Microsoft.Compute/virtualMachines/write",
+            &vm
+        ));
+        assert!(!is_permitted(
+            &a,
+            "other",
+            "Microsoft.Compute/virtualMachines/read",
+            &vm
+        ));
     }
 
     #[test]
@@ -194,7 +217,10 @@ mod tests {
 
     #[test]
     fn roles_resolve_by_name_id_or_definition_id() {
-        assert_eq!(find_role("Managed Identity Operator").map(|r| r.id), Some("f1a07417-d97a-45cb-824c-7a7467783830"));
+        assert_eq!(
+            find_role("Managed Identity Operator").map(|r| r.id),
+            Some("f1a07417-d97a-45cb-824c-7a7467783830")
+        );
         assert!(find_role("/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/9980e02c-c2be-4d73-94e8-173b1dc7cf3c").is_some());
         assert!(find_role("Nonexistent Role").is_none());
     }

@@ -129,7 +129,11 @@ fn parse_address(what: &str, address: &str) -> Result<SocketAddr, StartError> {
     })
 }
 
-fn bind(what: &str, address: &str, private_namespace: bool) -> Result<std::net::TcpListener, StartError> {
+fn bind(
+    what: &str,
+    address: &str,
+    private_namespace: bool,
+) -> Result<std::net::TcpListener, StartError> {
     let address = parse_address(what, address)?;
     check_listen_address(what, address, private_namespace)?;
     let listener = std::net::TcpListener::bind(address).map_err(|source| StartError::Bind {
@@ -193,7 +197,9 @@ pub async fn start(file: WorldFile, options: StartOptions) -> Result<RunningEmul
         ca_file: options.ca_file.clone(),
     };
     for (_, name, listener) in &imds {
-        endpoints.imds.insert(name.clone(), url("http", listener, name)?);
+        endpoints
+            .imds
+            .insert(name.clone(), url("http", listener, name)?);
     }
     if let Some(path) = &options.ca_file {
         std::fs::write(path, &tls.ca_pem).map_err(|source| StartError::WriteCa {
@@ -210,11 +216,19 @@ pub async fn start(file: WorldFile, options: StartOptions) -> Result<RunningEmul
         handles: Vec::new(),
         tasks: Vec::new(),
     };
-    running.serve(arm, Some(rustls.clone()), crate::arm::router(shared.clone()))?;
+    running.serve(
+        arm,
+        Some(rustls.clone()),
+        crate::arm::router(shared.clone()),
+    )?;
     running.serve(entra, Some(rustls), crate::entra::router(shared.clone()))?;
     running.serve(admin, None, crate::admin::router(shared.clone()))?;
     for (machine, name, listener) in imds {
-        running.serve(listener, None, crate::imds::router(shared.clone(), machine, &name))?;
+        running.serve(
+            listener,
+            None,
+            crate::imds::router(shared.clone(), machine, &name),
+        )?;
     }
     Ok(running)
 }
@@ -282,7 +296,12 @@ mod tests {
     fn every_default_listen_address_is_loopback() {
         let defaults = crate::world::ListenSpec::default();
         let machine = crate::world::MachineSpec::default();
-        for address in [&defaults.arm, &defaults.entra, &defaults.admin, &machine.imds] {
+        for address in [
+            &defaults.arm,
+            &defaults.entra,
+            &defaults.admin,
+            &machine.imds,
+        ] {
             let parsed: SocketAddr = address.parse().expect("a socket address");
             assert!(parsed.ip().is_loopback(), "{address} is not loopback");
             check_listen_address("default", parsed, false).expect("allowed outside a namespace");

@@ -81,7 +81,10 @@ pub struct Claims {
 impl Claims {
     /// The client (application) ID, from `appid` (v1) or `azp` (v2).
     pub fn client_id(&self) -> &str {
-        self.appid.as_deref().or(self.azp.as_deref()).unwrap_or_default()
+        self.appid
+            .as_deref()
+            .or(self.azp.as_deref())
+            .unwrap_or_default()
     }
 }
 
@@ -146,7 +149,10 @@ impl TokenIssuer {
             _ => "2",
         };
         if req.version == 2 {
-            put("iss", format!("https://login.microsoftonline.com/{tid}/v2.0").into());
+            put(
+                "iss",
+                format!("https://login.microsoftonline.com/{tid}/v2.0").into(),
+            );
             put("azp", req.client_id.clone().into());
             put("azpacr", acr.into());
             put("ver", "2.0".into());
@@ -191,12 +197,12 @@ impl TokenIssuer {
         validation.validate_exp = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation).map_err(|e| {
-            match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation).map_err(
+            |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
                 _ => TokenError::Malformed(e.to_string()),
-            }
-        })?;
+            },
+        )?;
         let claims = data.claims;
         if claims.exp + VERIFY_SKEW_SECS < now {
             return Err(TokenError::Expired {
@@ -221,12 +227,14 @@ impl TokenIssuer {
 impl TenantKey {
     fn generate(tenant_id: &str) -> Result<Self, TokenError> {
         let gen_err = |e: rcgen::Error| TokenError::KeyGeneration(e.to_string());
-        let key_pair = rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
-            .map_err(gen_err)?;
+        let key_pair =
+            rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+                .map_err(gen_err)?;
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(gen_err)?;
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("login.emulator/{tenant_id}"));
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("login.emulator/{tenant_id}"),
+        );
         let cert = params.self_signed(&key_pair).map_err(gen_err)?;
         let der = cert.der().to_vec();
         let kid = URL_SAFE_NO_PAD.encode(sha1::Sha1::digest(&der));
@@ -264,7 +272,9 @@ pub fn rsa_public_numbers(cert_der: &[u8]) -> Result<(Vec<u8>, Vec<u8>), TokenEr
             strip_leading_zeros(rsa.modulus).to_vec(),
             strip_leading_zeros(rsa.exponent).to_vec(),
         )),
-        Ok(_) => Err(TokenError::Malformed("the certificate key is not RSA".into())),
+        Ok(_) => Err(TokenError::Malformed(
+            "the certificate key is not RSA".into(),
+        )),
         Err(e) => Err(TokenError::Malformed(format!("certificate key: {e}"))),
     }
 }
@@ -324,14 +334,31 @@ mod tests {
         let issuer = TokenIssuer::new([TENANT]).expect("keys");
         let now = 1_767_225_600;
         let token = issuer.issue(&request(1), now).expect("issued").access_token;
-        assert!(matches!(issuer.verify(&token, now + 90_000), Err(TokenError::Expired { .. })));
+        assert!(matches!(
+            issuer.verify(&token, now + 90_000),
+            Err(TokenError::Expired { .. })
+        ));
         let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
         parts[1] = URL_SAFE_NO_PAD.encode(br#"{"aud":"x","iss":"x","iat":0,"nbf":0,"exp":9999999999,"tid":"t","oid":"o","sub":"o","ver":"1.0"}"#);
-        assert!(matches!(issuer.verify(&parts.join("."), now), Err(TokenError::BadSignature)));
+        assert!(matches!(
+            issuer.verify(&parts.join("."), now),
+            Err(TokenError::BadSignature)
+        ));
         let other = TokenIssuer::new(["00000000-0000-0000-0000-000000000001"]).expect("keys");
-        let foreign = other.issue(&TokenRequest { tenant_id: "00000000-0000-0000-0000-000000000001".into(), ..request(1) }, now).expect("issued");
+        let foreign = other
+            .issue(
+                &TokenRequest {
+                    tenant_id: "00000000-0000-0000-0000-000000000001".into(),
+                    ..request(1)
+                },
+                now,
+            )
+            .expect("issued");
         assert!(issuer.verify(&foreign.access_token, now).is_err());
-        assert!(matches!(issuer.verify("not-a-jwt", now), Err(TokenError::Malformed(_))));
+        assert!(matches!(
+            issuer.verify("not-a-jwt", now),
+            Err(TokenError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -339,7 +366,9 @@ mod tests {
         let issuer = TokenIssuer::new([TENANT]).expect("keys");
         let jwks = issuer.jwks(TENANT).expect("jwks");
         let key = &jwks["keys"][0];
-        let der = STANDARD.decode(key["x5c"][0].as_str().expect("x5c")).expect("base64");
+        let der = STANDARD
+            .decode(key["x5c"][0].as_str().expect("x5c"))
+            .expect("base64");
         assert_eq!(key["kid"], URL_SAFE_NO_PAD.encode(sha1::Sha1::digest(&der)));
         assert!(issuer.jwks("unknown").is_err());
     }

@@ -425,7 +425,9 @@ impl World {
 
         for spec in &file.user_assigned_identities {
             let subscription = sub_of(&spec.subscription);
-            let rg = world.require_group(&subscription, &spec.resource_group)?.clone();
+            let rg = world
+                .require_group(&subscription, &spec.resource_group)?
+                .clone();
             let id = armid::provider_resource_id(
                 &subscription,
                 &rg.name,
@@ -631,23 +633,26 @@ impl World {
     }
 
     /// A user-assigned identity by full resource ID, or by name within `subscription`.
-    pub fn find_identity(&self, subscription: &str, reference: &str) -> Option<&UserAssignedIdentity> {
+    pub fn find_identity(
+        &self,
+        subscription: &str,
+        reference: &str,
+    ) -> Option<&UserAssignedIdentity> {
         if reference.starts_with('/') {
             return self.identities.get(&armid::normalize(reference));
         }
         self.identities.values().find(|i| {
-            i.subscription.eq_ignore_ascii_case(subscription) && i.name.eq_ignore_ascii_case(reference)
+            i.subscription.eq_ignore_ascii_case(subscription)
+                && i.name.eq_ignore_ascii_case(reference)
         })
     }
 
     /// Resolves a role-assignment principal: identity name, service principal client ID or
     /// display name, else the value itself as an object ID.
     pub fn resolve_principal(&self, principal: &str) -> String {
-        if let Some(i) = self
-            .identities
-            .values()
-            .find(|i| i.name.eq_ignore_ascii_case(principal) || i.client_id.eq_ignore_ascii_case(principal))
-        {
+        if let Some(i) = self.identities.values().find(|i| {
+            i.name.eq_ignore_ascii_case(principal) || i.client_id.eq_ignore_ascii_case(principal)
+        }) {
             return i.principal_id.clone();
         }
         if let Some(sp) = self.service_principals.values().find(|sp| {
@@ -661,9 +666,10 @@ impl World {
 
     /// Every machine IMDS answers for, with its listen address.
     pub fn machines(&self) -> Vec<(MachineRef, &Machine)> {
-        let vms = self.virtual_machines.iter().map(|(key, vm)| {
-            (MachineRef::VirtualMachine { key: key.clone() }, &vm.machine)
-        });
+        let vms = self
+            .virtual_machines
+            .iter()
+            .map(|(key, vm)| (MachineRef::VirtualMachine { key: key.clone() }, &vm.machine));
         let instances = self.scale_sets.iter().flat_map(|(key, ss)| {
             ss.instances.iter().map(move |inst| {
                 (
@@ -687,7 +693,10 @@ impl World {
                 .map(|vm| (&vm.compute, &vm.machine)),
             MachineRef::ScaleSetInstance { key, instance_id } => {
                 let ss = self.scale_sets.get(key)?;
-                let inst = ss.instances.iter().find(|i| &i.instance_id == instance_id)?;
+                let inst = ss
+                    .instances
+                    .iter()
+                    .find(|i| &i.instance_id == instance_id)?;
                 Some((&ss.compute, &inst.machine))
             }
         }
@@ -760,19 +769,26 @@ roleAssignments:
         assert_eq!(world.machines().len(), 3);
         let ss = world.scale_sets.values().next().expect("scale set");
         assert_eq!(ss.compute.identity.user_assigned.len(), 1);
-        assert_eq!(ss.instances[1].machine.computer_name, "aks-agentpool-1234-vmss00000a");
+        assert_eq!(
+            ss.instances[1].machine.computer_name,
+            "aks-agentpool-1234-vmss00000a"
+        );
         assert_eq!(ss.compute.location, "japaneast");
-        let demo = world.find_identity("6A1C4B1E-2f0d-4c5e-9a7b-3d2e1f0a9b8c", "demo").expect("found");
+        let demo = world
+            .find_identity("6A1C4B1E-2f0d-4c5e-9a7b-3d2e1f0a9b8c", "demo")
+            .expect("found");
         assert_eq!(world.role_assignments[0].principal_id, demo.principal_id);
     }
 
     #[test]
     fn unknown_references_are_named_in_the_error() {
-        let file = WorldFile::parse(&WORLD.replace("userAssigned: [DEMO]", "userAssigned: [MISSING]"))
-            .expect("parses");
+        let file =
+            WorldFile::parse(&WORLD.replace("userAssigned: [DEMO]", "userAssigned: [MISSING]"))
+                .expect("parses");
         let err = World::from_file(&file, SystemTime::now()).expect_err("must fail");
         assert!(err.to_string().contains("MISSING"), "{err}");
-        let file = WorldFile::parse(&WORLD.replace("role: Reader", "role: Wizard")).expect("parses");
+        let file =
+            WorldFile::parse(&WORLD.replace("role: Reader", "role: Wizard")).expect("parses");
         let err = World::from_file(&file, SystemTime::now()).expect_err("must fail");
         assert!(err.to_string().contains("Wizard"), "{err}");
     }

@@ -235,3 +235,35 @@ async fn an_unknown_operation_is_not_found() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn imds_sees_a_finished_assignment_even_if_nobody_reads_arm_again() {
+    let emu = Emulator::start(&small_world()).await;
+    emu.set_knobs(json!({"arm": {"lroDurationMs": 30000}}))
+        .await;
+    let imds = emu.running.endpoints.imds[&format!("{SCALE_SET}_1")].clone();
+    let token_for_id_b = || async {
+        emu.http
+            .get(format!("{imds}/metadata/identity/oauth2/token"))
+            .query(&[
+                ("api-version", "2018-02-01"),
+                ("resource", "https://management.azure.com/"),
+                ("client_id", "0000000b-0000-4000-8000-00000000000b"),
+            ])
+            .header("Metadata", "true")
+            .send()
+            .await
+            .expect("IMDS answers")
+            .status()
+    };
+    assert_eq!(patch_vmss(&emu, &add("id-b")).await.status, StatusCode::OK);
+    assert_eq!(
+        token_for_id_b().await,
+        StatusCode::BAD_REQUEST,
+        "not yet assigned"
+    );
+    emu.advance_clock(31).await;
+    // No ARM request since the PATCH: IMDS itself must complete the due operation.
+    assert_eq!(token_for_id_b().await, StatusCode::OK);
+    emu.shutdown().await;
+}
