@@ -3,10 +3,9 @@
 //! connections from tokio tasks until N requests are answered, and prints one markdown table
 //! row: scenario, requests, concurrency, req/s, p50 and p99 latency.
 //!
-//! The client is a minimal HTTP/1.1 keep-alive client over a TCP stream (one request in flight
-//! per connection, `Content-Length` bodies), so the client costs little next to the server
-//! it measures. A scenario is a request template plus the listener it targets; an HTTPS
-//! scenario (ARM) needs a TLS stream in [`Connection`].
+//! The client is a minimal HTTP/1.1 keep-alive client over a TCP or TLS stream (one request in
+//! flight per connection, `Content-Length` bodies), so the client costs little next to the
+//! server it measures. A scenario is a request template plus the listener it targets.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[derive(Parser)]
@@ -39,20 +38,33 @@ struct Args {
 enum Scenario {
     /// `GET /metadata/identity/oauth2/token` on one machine's IMDS (a cached token).
     ImdsToken,
+    /// `GET` of a VM scale set over HTTPS, authenticated and authorized (RBAC) per request.
+    ArmGet,
+    /// `PATCH` of a scale set's identities (adding one that is already there) over HTTPS:
+    /// authentication, RBAC incl. the linked `assign/action` check, validation, apply.
+    ArmPatch,
+}
+
+/// Where a scenario's requests go.
+struct Target {
+    address: SocketAddr,
+    request: Vec<u8>,
+    /// PEM of the CA to trust, for HTTPS listeners.
+    tls_ca: Option<String>,
 }
 
 impl Scenario {
     fn name(self) -> &'static str {
         match self {
             Scenario::ImdsToken => "imds-token",
+            Scenario::ArmGet => "arm-get",
+            Scenario::ArmPatch => "arm-patch",
         }
     }
 
     /// The listener to connect to and the request to send on it.
-    fn target(
-        self,
-        endpoints: &podid_emulator::Endpoints,
-    ) -> anyhow::Result<(SocketAddr, Vec<u8>)> {
+    fn target(self, emulator: &podid_emulator::RunningEmulator) -> anyhow::Result<Target> {
+        let endpoints = &emulator.endpoints;
         match self {
             Scenario::ImdsToken => {
                 let base = endpoints
@@ -67,16 +79,78 @@ impl Scenario {
                     "GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com HTTP/1.1\r\n\
                      Host: {address}\r\nMetadata: true\r\nUser-Agent: emulator-bench\r\n\r\n"
                 );
-                Ok((address, request.into_bytes()))
+                Ok(Target {
+                    address,
+                    request: request.into_bytes(),
+                    tls_ca: None,
+                })
+            }
+            Scenario::ArmGet | Scenario::ArmPatch => {
+                let address = endpoints
+                    .arm
+                    .strip_prefix("https://")
+                    .and_then(|a| a.parse().ok())
+                    .with_context(|| format!("unexpected ARM address {}", endpoints.arm))?;
+                let token = arm_token(emulator)?;
+                let path = format!(
+                    "/subscriptions/{SUBSCRIPTION}/resourceGroups/bench-rg/providers/Microsoft.Compute/virtualMachineScaleSets/bench-vmss?api-version=2019-12-01"
+                );
+                let body = format!(
+                    r#"{{"identity":{{"type":"UserAssigned","userAssignedIdentities":{{"/subscriptions/{SUBSCRIPTION}/resourcegroups/bench-rg/providers/microsoft.managedidentity/userassignedidentities/bench-identity":{{}}}}}}}}"#
+                );
+                let (method, body) = match self {
+                    Scenario::ArmPatch => ("PATCH", body),
+                    _ => ("GET", String::new()),
+                };
+                let request = format!(
+                    "{method} {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+                     Content-Type: application/json\r\nContent-Length: {}\r\nUser-Agent: emulator-bench\r\n\r\n{body}",
+                    body.len()
+                );
+                Ok(Target {
+                    address,
+                    request: request.into_bytes(),
+                    tls_ca: Some(endpoints.ca_pem.clone()),
+                })
             }
         }
     }
 }
 
+const SUBSCRIPTION: &str = "6a1c4b1e-2f0d-4c5e-9a7b-3d2e1f0a9b8c";
+const BENCH_PRINCIPAL: &str = "0b6c0f5e-2222-4222-8222-222222222222";
+
+/// An ARM token for the bench's service principal, minted by the emulator's own issuer.
+fn arm_token(emulator: &podid_emulator::RunningEmulator) -> anyhow::Result<String> {
+    let shared = &emulator.shared;
+    let (tenant_id, object_id) = {
+        let world = shared.world();
+        let sp = world
+            .service_principals
+            .get(BENCH_PRINCIPAL)
+            .context("the bench world has no service principal")?;
+        (sp.tenant_id.clone(), sp.object_id.clone())
+    };
+    let request = podid_emulator::tokens::TokenRequest {
+        tenant_id,
+        resource: "https://management.azure.com/".into(),
+        client_id: BENCH_PRINCIPAL.into(),
+        object_id,
+        subject: podid_emulator::tokens::Subject::ServicePrincipal { certificate: false },
+        version: 1,
+        lifetime_secs: 3600,
+    };
+    Ok(shared
+        .tokens
+        .issue(&request, shared.clock.unix())?
+        .access_token)
+}
+
 const MACHINE: &str = "bench-vm";
 
-/// One VM with one user-assigned identity; IMDS rate limits off so the bench measures the
-/// server, not the throttle.
+/// One VM and one scale set with one user-assigned identity, and a service principal that may
+/// update them. Rate limits and throttling are off and updates are synchronous, so the bench
+/// measures the request path, not the throttle or the long-running-operation timer.
 const WORLD: &str = r#"
 tenantId: 72f988bf-86f1-41af-91ab-2d7cd011db47
 subscriptions:
@@ -86,22 +160,52 @@ userAssignedIdentities:
   - { resourceGroup: bench-rg, name: bench-identity, clientId: 0b6c0f5e-1111-4111-8111-111111111111 }
 virtualMachines:
   - { resourceGroup: bench-rg, name: bench-vm, identity: { userAssigned: [bench-identity] } }
+virtualMachineScaleSets:
+  - { resourceGroup: bench-rg, name: bench-vmss, identity: { userAssigned: [bench-identity] }, instances: [{ instanceId: "0" }] }
+servicePrincipals:
+  - { clientId: 0b6c0f5e-2222-4222-8222-222222222222, displayName: bench-mic, secrets: [bench] }
+roleAssignments:
+  - { principal: bench-mic, role: Virtual Machine Contributor, scope: /subscriptions/6a1c4b1e-2f0d-4c5e-9a7b-3d2e1f0a9b8c/resourceGroups/bench-rg }
+  - { principal: bench-mic, role: Managed Identity Operator, scope: /subscriptions/6a1c4b1e-2f0d-4c5e-9a7b-3d2e1f0a9b8c/resourceGroups/bench-rg }
 knobs:
   imds: { requestsPerSecond: 0, maxConcurrent: 0 }
+  arm:
+    lroMode: sync
+    subscriptionReads: { capacity: 1.0e12, refillPerSecond: 1.0e12 }
+    subscriptionWrites: { capacity: 1.0e12, refillPerSecond: 1.0e12 }
+    computePolicies: { scaleSetGet: [], scaleSetUpdate: [] }
 "#;
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// A keep-alive HTTP/1.1 connection with one request in flight.
 struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buffer: Vec<u8>,
 }
 
 impl Connection {
-    async fn open(address: SocketAddr) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(address)
+    async fn open(
+        address: SocketAddr,
+        tls: Option<&tokio_rustls::TlsConnector>,
+    ) -> anyhow::Result<Self> {
+        let tcp = TcpStream::connect(address)
             .await
             .with_context(|| format!("cannot connect to {address}"))?;
-        stream.set_nodelay(true)?;
+        tcp.set_nodelay(true)?;
+        let stream: Box<dyn Io> = match tls {
+            Some(connector) => {
+                let name = rustls::pki_types::ServerName::from(address.ip());
+                Box::new(
+                    connector
+                        .connect(name, tcp)
+                        .await
+                        .context("TLS handshake")?,
+                )
+            }
+            None => Box::new(tcp),
+        };
         Ok(Self {
             stream,
             buffer: Vec::with_capacity(8192),
@@ -153,12 +257,28 @@ struct Outcome {
     failures: u64,
 }
 
+/// A TLS connector that trusts only the emulator's CA.
+fn tls_connector(ca_pem: &str) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.context("the emulator CA is not PEM")?)?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
 async fn drive(
     address: SocketAddr,
+    tls: Option<tokio_rustls::TlsConnector>,
     request: Arc<Vec<u8>>,
     remaining: Arc<AtomicU64>,
 ) -> anyhow::Result<Outcome> {
-    let mut connection = Connection::open(address).await?;
+    let mut connection = Connection::open(address, tls.as_ref()).await?;
     let mut outcome = Outcome {
         latencies: Vec::new(),
         failures: 0,
@@ -197,10 +317,18 @@ async fn main() -> anyhow::Result<()> {
     let emulator = podid_emulator::start(world, podid_emulator::StartOptions::default())
         .await
         .context("the emulator did not start")?;
-    let (address, request) = args.scenario.target(&emulator.endpoints)?;
+    let Target {
+        address,
+        request,
+        tls_ca,
+    } = args.scenario.target(&emulator)?;
+    let tls = tls_ca.as_deref().map(tls_connector).transpose()?;
 
-    // Warm-up: the first token answer signs with RSA; every later one comes from the cache.
-    let warm = Connection::open(address).await?.exchange(&request).await?;
+    // Warm-up: the first IMDS token answer signs with RSA; every later one comes from the cache.
+    let warm = Connection::open(address, tls.as_ref())
+        .await?
+        .exchange(&request)
+        .await?;
     if warm != 200 {
         bail!("the warm-up request answered {warm}");
     }
@@ -209,7 +337,14 @@ async fn main() -> anyhow::Result<()> {
     let remaining = Arc::new(AtomicU64::new(args.requests));
     let started = Instant::now();
     let tasks: Vec<_> = (0..args.concurrency)
-        .map(|_| tokio::spawn(drive(address, request.clone(), remaining.clone())))
+        .map(|_| {
+            tokio::spawn(drive(
+                address,
+                tls.clone(),
+                request.clone(),
+                remaining.clone(),
+            ))
+        })
         .collect();
     let mut latencies = Vec::new();
     let mut failures = 0;
