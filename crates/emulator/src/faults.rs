@@ -49,27 +49,44 @@ pub struct FaultRuleSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase", deny_unknown_fields)]
 pub enum FaultAction {
-    /// Answer with an error in the surface's shape. `code`/`message` default to the surface's
-    /// usual wording for `status`; `aadsts` (Entra) selects an AADSTS error; `body` replaces the
-    /// whole body.
-    #[serde(rename_all = "camelCase")]
-    Error {
-        status: u16,
-        #[serde(default)]
-        code: Option<String>,
-        #[serde(default)]
-        message: Option<String>,
-        #[serde(default)]
-        retry_after: Option<u64>,
-        #[serde(default)]
-        aadsts: Option<u32>,
-        #[serde(default)]
-        body: Option<serde_json::Value>,
-    },
+    /// Answer with an error in the surface's shape.
+    Error(ErrorFault),
     /// Wait before handling the request normally.
     Delay { ms: u64 },
     /// ARM: the next matching long-running operation ends `Failed` with this error.
     LroFailure { code: String, message: String },
+}
+
+/// An error a fault rule answers with. `code`/`message` default to the surface's usual wording
+/// for `status`; `aadsts` (Entra) selects an AADSTS error; `body` replaces the whole body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ErrorFault {
+    pub status: u16,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub retry_after: Option<u64>,
+    #[serde(default)]
+    pub aadsts: Option<u32>,
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+}
+
+impl ErrorFault {
+    /// An error with only a status: every other part takes the surface's default.
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            code: None,
+            message: None,
+            retry_after: None,
+            aadsts: None,
+            body: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

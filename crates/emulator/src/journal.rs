@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponseParts, Response, ResponseParts};
 use serde::Serialize;
 
-use crate::faults::{FaultAction, FaultRequest, Surface};
+use crate::faults::{ErrorFault, FaultAction, FaultRequest, Surface};
 use crate::state::Shared;
 
 /// Names the operation a handler performed (`arm.vmss.patch`); counters are kept per name.
@@ -110,7 +110,7 @@ impl Journal {
 }
 
 /// Renders a fault rule's `error` action in a surface's own error shape.
-pub type FaultRenderer = fn(&FaultAction) -> Response;
+pub type FaultRenderer = fn(&ErrorFault) -> Response;
 
 /// Per-listener context of the [`observe`] middleware.
 #[derive(Clone)]
@@ -147,10 +147,10 @@ pub async fn observe(State(o): State<Observed>, req: Request, next: Next) -> Res
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             (next.run(req).await, Some(format!("delay {ms}ms")))
         }
-        Some(action @ FaultAction::Error { status, .. }) => {
-            let mut resp = (o.render_fault)(&action);
+        Some(FaultAction::Error(error)) => {
+            let mut resp = (o.render_fault)(&error);
             resp.extensions_mut().insert(Operation("fault"));
-            (resp, Some(format!("error {status}")))
+            (resp, Some(format!("error {}", error.status)))
         }
         Some(FaultAction::LroFailure { .. }) | None => (next.run(req).await, None),
     };

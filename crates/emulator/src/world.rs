@@ -149,6 +149,27 @@ pub struct MachineSpec {
     pub private_ip: Option<String>,
 }
 
+impl MachineSpec {
+    fn build(
+        &self,
+        name: String,
+        computer_name: String,
+        vm_id: String,
+        default_ip: &str,
+    ) -> Machine {
+        Machine {
+            name,
+            computer_name,
+            vm_id,
+            private_ip: self
+                .private_ip
+                .clone()
+                .unwrap_or_else(|| default_ip.to_string()),
+            imds_listen: self.imds.clone(),
+        }
+    }
+}
+
 impl Default for MachineSpec {
     fn default() -> Self {
         Self {
@@ -465,17 +486,12 @@ impl World {
                 &spec.identity,
                 now,
             )?;
-            let machine = Machine {
-                name: spec.name.clone(),
-                computer_name: spec.name.clone(),
-                vm_id: compute.unique_id.clone(),
-                private_ip: spec
-                    .machine
-                    .private_ip
-                    .clone()
-                    .unwrap_or_else(|| "10.240.0.100".to_string()),
-                imds_listen: spec.machine.imds.clone(),
-            };
+            let machine = spec.machine.build(
+                spec.name.clone(),
+                spec.name.clone(),
+                compute.unique_id.clone(),
+                "10.240.0.100",
+            );
             let key = compute.id.key().to_string();
             world
                 .virtual_machines
@@ -501,17 +517,12 @@ impl World {
                     .unwrap_or_else(|| scale_set_computer_name(&spec.name, &inst.instance_id));
                 instances.push(ScaleSetInstance {
                     instance_id: inst.instance_id.clone(),
-                    machine: Machine {
-                        name: format!("{}_{}", spec.name, inst.instance_id),
+                    machine: inst.machine.build(
+                        format!("{}_{}", spec.name, inst.instance_id),
                         computer_name,
-                        vm_id: stable_guid(&format!("{}/{}", compute.id.key(), inst.instance_id)),
-                        private_ip: inst
-                            .machine
-                            .private_ip
-                            .clone()
-                            .unwrap_or_else(|| format!("10.240.0.{}", 4 + index)),
-                        imds_listen: inst.machine.imds.clone(),
-                    },
+                        stable_guid(&format!("{}/{}", compute.id.key(), inst.instance_id)),
+                        &format!("10.240.0.{}", 4 + index),
+                    ),
                 });
             }
             let key = compute.id.key().to_string();

@@ -31,7 +31,7 @@ pub use lro::settle;
 pub use throttle::{BucketKnob, ComputePolicies, PolicyKnob};
 
 use crate::armid::ArmId;
-use crate::faults::{FaultAction, Surface};
+use crate::faults::{ErrorFault, Surface};
 use crate::journal::{Observed, Operation, observe};
 use crate::state::Shared;
 use crate::world::World;
@@ -535,18 +535,15 @@ fn respond(
 }
 
 /// A fault rule's error in ARM's envelope; 429s and 5xx carry an integer `Retry-After`.
-fn render_fault(action: &FaultAction) -> Response {
-    let FaultAction::Error {
+fn render_fault(error: &ErrorFault) -> Response {
+    let ErrorFault {
         status,
         code,
         message,
         retry_after,
         body,
         ..
-    } = action
-    else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
+    } = error;
     let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let default_code = match status.as_u16() {
         400 => "BadRequest",
@@ -619,14 +616,7 @@ mod tests {
 
     #[test]
     fn faults_render_in_the_arm_envelope_with_an_integer_retry_after() {
-        let r = render_fault(&FaultAction::Error {
-            status: 429,
-            code: None,
-            message: None,
-            retry_after: None,
-            aadsts: None,
-            body: None,
-        });
+        let r = render_fault(&ErrorFault::status(429));
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(
             r.headers().get("retry-after").and_then(|v| v.to_str().ok()),

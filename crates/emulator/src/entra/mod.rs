@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use self::aadsts::{AadError, Aadsts, Trace, error_body};
 use crate::admin::AdminError;
-use crate::faults::{FaultAction, Surface};
+use crate::faults::{ErrorFault, Surface};
 use crate::journal::{Observed, observe};
 use crate::state::Shared;
 use crate::world::World;
@@ -124,18 +124,15 @@ const DEFAULT_FAULT_RETRY_AFTER_SECS: u64 = 1;
 /// without it, 429 and 5xx become `temporarily_unavailable` (AADSTS90006) with Retry-After and
 /// other statuses a generic AADSTS50000. The rule's `status` is always the status sent;
 /// `code` replaces `error`, `message` the description, `body` the whole body.
-fn render_fault(action: &FaultAction) -> Response {
-    let FaultAction::Error {
+fn render_fault(error: &ErrorFault) -> Response {
+    let ErrorFault {
         status,
         code,
         message,
         retry_after,
         aadsts,
         body,
-    } = action
-    else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    };
+    } = error;
     let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let transient = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
     let retry_after = retry_after.or(transient.then_some(DEFAULT_FAULT_RETRY_AFTER_SECS));
@@ -321,8 +318,11 @@ async fn expire_secrets(
 mod tests {
     use super::*;
 
-    fn fault(json: serde_json::Value) -> FaultAction {
-        serde_json::from_value(json).expect("valid action")
+    fn fault(json: serde_json::Value) -> ErrorFault {
+        match serde_json::from_value(json) {
+            Ok(crate::faults::FaultAction::Error(error)) => error,
+            other => panic!("not an error fault: {other:?}"),
+        }
     }
 
     fn pending(response: &Response) -> &AadError {

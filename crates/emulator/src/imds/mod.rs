@@ -22,10 +22,10 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
-use crate::faults::{FaultAction, Surface};
+use crate::faults::{ErrorFault, Surface};
 use crate::journal::{Observed, Operation, observe};
 use crate::state::Shared;
 use crate::world::MachineRef;
@@ -233,26 +233,14 @@ async fn dispatch(State(ctx): State<MachineContext>, req: Request) -> Response {
 }
 
 /// A fault rule's `error` action in the IMDS identity error shape.
-fn render_fault(action: &FaultAction) -> Response {
-    match action {
-        FaultAction::Error {
-            status,
-            code,
-            message,
-            retry_after,
-            body,
-            ..
-        } => reply::fault(
-            *status,
-            code.as_deref(),
-            message.as_deref(),
-            *retry_after,
-            body.as_ref(),
-        ),
-        FaultAction::Delay { .. } | FaultAction::LroFailure { .. } => {
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
+fn render_fault(error: &ErrorFault) -> Response {
+    reply::fault(
+        error.status,
+        error.code.as_deref(),
+        error.message.as_deref(),
+        error.retry_after,
+        error.body.as_ref(),
+    )
 }
 
 #[cfg(test)]
