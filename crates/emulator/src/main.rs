@@ -14,9 +14,10 @@ struct Args {
     /// The world file (YAML or JSON); see docs/emulator.md.
     #[arg(long, env = "AZURE_EMULATOR_WORLD")]
     world: PathBuf,
-    /// Where to write the CA certificate clients must trust.
-    #[arg(long, default_value = "azure-emulator-ca.pem")]
-    ca_file: PathBuf,
+    /// Where to write the CA certificate clients must trust (default: a file named after this
+    /// process in the system temp dir, printed at start).
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
     /// Also write the endpoints as JSON to this file (for scripts and tests).
     #[arg(long)]
     endpoints_file: Option<PathBuf>,
@@ -38,10 +39,13 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let world = podid_emulator::WorldFile::load(&args.world)?;
+    let ca_file = args.ca_file.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("azure-emulator-{}-ca.pem", std::process::id()))
+    });
     let running = podid_emulator::start(
         world,
         podid_emulator::StartOptions {
-            ca_file: Some(args.ca_file.clone()),
+            ca_file: Some(ca_file.clone()),
         },
     )
     .await
@@ -49,12 +53,15 @@ async fn main() -> anyhow::Result<()> {
     let e = &running.endpoints;
     println!("azure-emulator is running (world {})", args.world.display());
     println!("  ARM       {}/", e.arm);
-    println!("  Entra ID  {}/<tenant>/", e.entra);
+    println!(
+        "  Entra ID  {}/{}/",
+        e.entra, running.shared.initial.tenant_id
+    );
     println!("  admin     {}/admin/", e.admin);
     for (machine, url) in &e.imds {
         println!("  IMDS      {url}  ({machine})");
     }
-    println!("  CA        {}", args.ca_file.display());
+    println!("  CA        {}", ca_file.display());
     if let Some(path) = &args.endpoints_file {
         std::fs::write(path, serde_json::to_vec_pretty(e)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -62,6 +69,10 @@ async fn main() -> anyhow::Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;
+    if args.ca_file.is_none() {
+        // Ours to clean up: nobody asked for it to outlive the emulator.
+        let _ = std::fs::remove_file(&ca_file);
+    }
     Ok(())
 }
 
