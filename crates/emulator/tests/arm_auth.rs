@@ -6,10 +6,6 @@ mod common;
 use common::*;
 use reqwest::{Method, StatusCode};
 
-fn vmss_path() -> String {
-    versioned(&vmss_id(NODE_RG, SCALE_SET), COMPUTE_API)
-}
-
 #[tokio::test]
 async fn a_missing_authorization_header_is_authentication_failed_with_a_bearer_challenge() {
     let emu = Emulator::start(&small_world()).await;

@@ -14,25 +14,15 @@ fn add(name: &str) -> Value {
 
 async fn patch_vmss(emu: &Emulator, body: &Value) -> Reply {
     let token = emu.arm_token(MIC);
-    emu.arm(
-        Method::PATCH,
-        &versioned(&vmss_id(NODE_RG, SCALE_SET), COMPUTE_API),
-        Some(&token),
-        Some(body),
-    )
-    .await
+    emu.arm(Method::PATCH, &vmss_path(), Some(&token), Some(body))
+        .await
 }
 
 async fn get_vmss(emu: &Emulator) -> Value {
     let token = emu.arm_token(MIC);
-    emu.arm(
-        Method::GET,
-        &versioned(&vmss_id(NODE_RG, SCALE_SET), COMPUTE_API),
-        Some(&token),
-        None,
-    )
-    .await
-    .body
+    emu.arm(Method::GET, &vmss_path(), Some(&token), None)
+        .await
+        .body
 }
 
 /// Polls the operation URL exactly as a client would (absolute URL from the header).

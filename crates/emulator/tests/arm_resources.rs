@@ -150,7 +150,7 @@ async fn identities_are_created_and_deleted_with_write_permission_only() {
 #[tokio::test]
 async fn role_assignments_change_what_a_principal_may_do() {
     let emu = Emulator::start(&small_world()).await;
-    let vmss = versioned(&vmss_id(NODE_RG, SCALE_SET), COMPUTE_API);
+    let vmss = vmss_path();
     let nobody = emu.arm_token(NOBODY);
     assert_eq!(
         emu.arm(Method::GET, &vmss, Some(&nobody), None)
@@ -246,7 +246,7 @@ async fn role_assignments_change_what_a_principal_may_do() {
 async fn the_admin_api_grants_roles_by_principal_name_without_rbac() {
     let emu = Emulator::start(&small_world()).await;
     let nobody = emu.arm_token(NOBODY);
-    let vmss = versioned(&vmss_id(NODE_RG, SCALE_SET), COMPUTE_API);
+    let vmss = vmss_path();
     let r = emu
         .admin(
             Method::POST,

@@ -7,10 +7,6 @@ use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-fn vmss_path() -> String {
-    versioned(&vmss_id(NODE_RG, SCALE_SET), COMPUTE_API)
-}
-
 fn integer_seconds(r: &Reply) -> u64 {
     r.header("retry-after")
         .expect("a Retry-After header")

@@ -2,25 +2,22 @@
 //! and certificate client credentials on v1 and v2, the AADSTS error shapes, metadata
 //! documents, and fault rules.
 
-use std::sync::Arc;
+mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use podid_emulator::state::Shared;
-use podid_emulator::{RunningEmulator, StartOptions, WorldFile};
+use podid_emulator::WorldFile;
 use regex::Regex;
 use serde_json::{Value, json};
 use sha1::Digest;
 use tower::ServiceExt;
 
-const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
-const OTHER_TENANT: &str = "0b5d5c4e-1111-4a2b-8c3d-4e5f6a7b8c9d";
 const SECRET_APP: &str = "5e2c1a90-3b4d-4e6f-8a1b-2c3d4e5f6a7b";
 const SECRET_APP_OBJECT: &str = "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a";
 const SECRET: &str = "s3cret~value";
 const CERT_APP: &str = "a1b2c3d4-e5f6-4789-8abc-def012345678";
-const ARM: &str = "https://management.azure.com/";
 
 struct Cert {
     pem: String,
@@ -39,101 +36,40 @@ fn certificate() -> Cert {
     }
 }
 
-struct Emulator {
-    running: RunningEmulator,
-    client: reqwest::Client,
+/// The emulator with a secret app and a certificate app, and these Entra knobs.
+async fn start(cert: &Cert, knobs: Value) -> Emulator {
+    let world: WorldFile = serde_json::from_value(json!({
+        "tenantId": TENANT,
+        "extraTenantIds": [OTHER_TENANT],
+        "subscriptions": [{"id": SUBSCRIPTION}],
+        "servicePrincipals": [
+            {"clientId": SECRET_APP, "objectId": SECRET_APP_OBJECT, "secrets": ["old", SECRET]},
+            {"clientId": CERT_APP, "certificates": [cert.pem]},
+        ],
+        "knobs": {"entra": knobs},
+    }))
+    .expect("a valid world");
+    Emulator::start_file(world).await
 }
 
-impl Emulator {
-    async fn start(cert: &Cert, knobs: Value) -> Self {
-        let world: WorldFile = serde_json::from_value(json!({
-            "tenantId": TENANT,
-            "extraTenantIds": [OTHER_TENANT],
-            "subscriptions": [{"id": "6a1c4b1e-2f0d-4c5e-9a7b-3d2e1f0a9b8c"}],
-            "servicePrincipals": [
-                {"clientId": SECRET_APP, "objectId": SECRET_APP_OBJECT, "secrets": ["old", SECRET]},
-                {"clientId": CERT_APP, "certificates": [cert.pem]},
-            ],
-            "knobs": {"entra": knobs},
-        }))
-        .expect("a valid world");
-        let running = podid_emulator::start(world, StartOptions::default())
-            .await
-            .expect("the emulator starts");
-        let ca = reqwest::Certificate::from_pem(running.endpoints.ca_pem.as_bytes()).expect("CA");
-        let client = reqwest::Client::builder()
-            .tls_certs_only([ca])
-            .no_proxy()
-            .build()
-            .expect("client");
-        Self { running, client }
-    }
-
-    fn shared(&self) -> &Arc<Shared> {
-        &self.running.shared
-    }
-
-    fn entra(&self) -> &str {
-        &self.running.endpoints.entra
-    }
-
-    fn v1_url(&self, tenant: &str) -> String {
-        format!("{}/{tenant}/oauth2/token?api-version=1.0", self.entra())
-    }
-
-    fn v2_url(&self, tenant: &str) -> String {
-        format!("{}/{tenant}/oauth2/v2.0/token", self.entra())
-    }
-
-    async fn post(&self, url: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.client
-            .post(url)
-            .form(form)
-            .send()
-            .await
-            .expect("the request is answered")
-    }
-
-    async fn get_json(&self, url: &str) -> (u16, Value) {
-        let response = self.client.get(url).send().await.expect("answered");
-        let status = response.status().as_u16();
-        (status, response.json().await.expect("a JSON body"))
-    }
-
-    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}{path}", self.running.endpoints.admin);
-        let mut request = self.client.request(method, url);
-        if let Some(body) = body {
-            request = request.json(&body);
+fn assertion(cert: &Cert, alg: Algorithm, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    match alg {
+        Algorithm::PS256 => {
+            header.x5t_s256 = Some(URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&cert.der)));
         }
-        let response = request.send().await.expect("admin answers");
-        assert!(
-            response.status().is_success(),
-            "admin {path}: {}",
-            response.status()
-        );
-        response.json().await.unwrap_or(Value::Null)
+        // adal and MSAL send the padded form.
+        _ => header.x5t = Some(URL_SAFE.encode(sha1::Sha1::digest(&cert.der))),
     }
+    jsonwebtoken::encode(&header, claims, &cert.key).expect("signed")
+}
 
-    fn assertion(&self, cert: &Cert, alg: Algorithm, claims: &Value) -> String {
-        let mut header = Header::new(alg);
-        match alg {
-            Algorithm::PS256 => {
-                header.x5t_s256 = Some(URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&cert.der)));
-            }
-            // adal and MSAL send the padded form.
-            _ => header.x5t = Some(URL_SAFE.encode(sha1::Sha1::digest(&cert.der))),
-        }
-        jsonwebtoken::encode(&header, claims, &cert.key).expect("signed")
-    }
-
-    fn assertion_claims(&self, aud: &str) -> Value {
-        let now = self.shared().clock.unix();
-        json!({
-            "aud": aud, "iss": CERT_APP, "sub": CERT_APP, "jti": uuid::Uuid::new_v4().to_string(),
-            "nbf": now, "exp": now + 600,
-        })
-    }
+fn assertion_claims(emu: &Emulator, aud: &str) -> Value {
+    let now = emu.shared().clock.unix();
+    json!({
+        "aud": aud, "iss": CERT_APP, "sub": CERT_APP, "jti": uuid::Uuid::new_v4().to_string(),
+        "nbf": now, "exp": now + 600,
+    })
 }
 
 fn secret_form<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
@@ -194,9 +130,12 @@ async fn expect_error(response: reqwest::Response, status: u16, code: u32, error
 #[tokio::test]
 async fn a_secret_gets_a_v1_token_with_every_field_a_string() {
     let cert = certificate();
-    let emu = Emulator::start(&cert, json!({})).await;
+    let emu = start(&cert, json!({})).await;
     let response = emu
-        .post(&emu.v1_url(TENANT), &secret_form(&[("resource", ARM)]))
+        .post(
+            &emu.v1_url(TENANT),
+            &secret_form(&[("resource", ARM_AUDIENCE)]),
+        )
         .await;
     assert_eq!(response.status(), 200);
     assert_token_headers(&response);
@@ -215,14 +154,14 @@ async fn a_secret_gets_a_v1_token_with_every_field_a_string() {
     }
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], "3599");
-    assert_eq!(body["resource"], ARM);
+    assert_eq!(body["resource"], ARM_AUDIENCE);
     let now = emu.shared().clock.unix();
     let claims = emu
         .shared()
         .tokens
         .verify(body["access_token"].as_str().expect("token"), now)
         .expect("the token verifies");
-    assert_eq!(claims.aud, ARM);
+    assert_eq!(claims.aud, ARM_AUDIENCE);
     assert_eq!(claims.tid, TENANT);
     assert_eq!(claims.oid, SECRET_APP_OBJECT);
     assert_eq!(claims.appid.as_deref(), Some(SECRET_APP));
@@ -236,9 +175,9 @@ async fn a_secret_gets_a_v1_token_with_every_field_a_string() {
 #[tokio::test]
 async fn v2_answers_integers_and_the_resource_decides_the_token_format() {
     let cert = certificate();
-    let emu = Emulator::start(
+    let emu = start(
         &cert,
-        json!({"v2Resources": ["https://vault.azure.net", ARM], "tokenLifetimeSecs": 600}),
+        json!({"v2Resources": ["https://vault.azure.net", ARM_AUDIENCE], "tokenLifetimeSecs": 600}),
     )
     .await;
     let vault = secret_form(&[("scope", "https://vault.azure.net/.default")]);
@@ -277,7 +216,10 @@ async fn v2_answers_integers_and_the_resource_decides_the_token_format() {
         .await
         .expect("JSON");
     let claims = verify(&body);
-    assert_eq!((claims.aud.as_str(), claims.ver.as_str()), (ARM, "1.0"));
+    assert_eq!(
+        (claims.aud.as_str(), claims.ver.as_str()),
+        (ARM_AUDIENCE, "1.0")
+    );
     assert_eq!(claims.appid.as_deref(), Some(SECRET_APP));
 
     // Auxiliary tenants issue tokens too, with their own tid.
@@ -306,7 +248,7 @@ struct Rejection {
 #[tokio::test]
 async fn each_validation_failure_answers_its_aadsts_error() {
     let cert = certificate();
-    let emu = Emulator::start(&cert, json!({})).await;
+    let emu = start(&cert, json!({})).await;
     let v1 = emu.v1_url(TENANT);
     let v2 = emu.v2_url(TENANT);
     let cases = vec![
@@ -316,7 +258,7 @@ async fn each_validation_failure_answers_its_aadsts_error() {
             form: vec![
                 ("client_id", SECRET_APP),
                 ("client_secret", SECRET),
-                ("resource", ARM),
+                ("resource", ARM_AUDIENCE),
             ],
             status: 400,
             code: 900144,
@@ -329,7 +271,7 @@ async fn each_validation_failure_answers_its_aadsts_error() {
                 ("grant_type", "client_credentials"),
                 ("client_id", UNKNOWN_APP),
                 ("client_secret", "x"),
-                ("resource", ARM),
+                ("resource", ARM_AUDIENCE),
             ],
             status: 400,
             code: 700016,
@@ -338,7 +280,7 @@ async fn each_validation_failure_answers_its_aadsts_error() {
         Rejection {
             name: "unknown tenant",
             url: emu.v1_url("11111111-2222-3333-4444-555555555555"),
-            form: secret_form(&[("resource", ARM)]),
+            form: secret_form(&[("resource", ARM_AUDIENCE)]),
             status: 400,
             code: 90002,
             error: "invalid_request",
@@ -350,7 +292,7 @@ async fn each_validation_failure_answers_its_aadsts_error() {
                 ("grant_type", "client_credentials"),
                 ("client_id", SECRET_APP),
                 ("client_secret", "nope"),
-                ("resource", ARM),
+                ("resource", ARM_AUDIENCE),
             ],
             status: 401,
             code: 7000215,
@@ -362,7 +304,7 @@ async fn each_validation_failure_answers_its_aadsts_error() {
             form: vec![
                 ("grant_type", "client_credentials"),
                 ("client_id", SECRET_APP),
-                ("resource", ARM),
+                ("resource", ARM_AUDIENCE),
             ],
             status: 401,
             code: 7000218,
@@ -420,15 +362,13 @@ async fn each_validation_failure_answers_its_aadsts_error() {
             );
         }
     }
-    let counters = emu
-        .admin(reqwest::Method::GET, "/admin/counters", None)
-        .await;
+    let counters = emu.admin_get("/admin/counters").await;
     assert_eq!(counters["entra.rejected"]["total"], 8, "{counters}");
 
     // MSAL's client-request-id comes back as the correlation ID.
     let correlation = uuid::Uuid::new_v4().to_string();
     let response = emu
-        .client
+        .https
         .post(&v1)
         .header("client-request-id", &correlation)
         .form(&[("grant_type", "client_credentials")])
@@ -443,15 +383,15 @@ async fn each_validation_failure_answers_its_aadsts_error() {
 #[tokio::test]
 async fn certificate_assertions_are_verified_like_entra_does() {
     let cert = certificate();
-    let emu = Emulator::start(&cert, json!({})).await;
+    let emu = start(&cert, json!({})).await;
     let entra = emu.entra().to_string();
     // adal: RS256, padded x5t, the v1 endpoint with its query string as audience.
     let adal_aud = format!("{entra}/{TENANT}/oauth2/token?api-version=1.0");
-    let rs256 = emu.assertion(&cert, Algorithm::RS256, &emu.assertion_claims(&adal_aud));
+    let rs256 = assertion(&cert, Algorithm::RS256, &assertion_claims(&emu, &adal_aud));
     let response = emu
         .post(
             &emu.v1_url(TENANT),
-            &assertion_form(&rs256, &[("resource", ARM)]),
+            &assertion_form(&rs256, &[("resource", ARM_AUDIENCE)]),
         )
         .await;
     assert_eq!(response.status(), 200);
@@ -467,10 +407,10 @@ async fn certificate_assertions_are_verified_like_entra_does() {
 
     // MSAL: PS256 with x5t#S256, the v2 endpoint as audience, float exp, no nbf.
     let v2_aud = format!("{entra}/{TENANT}/oauth2/v2.0/token");
-    let mut msal = emu.assertion_claims(&v2_aud);
+    let mut msal = assertion_claims(&emu, &v2_aud);
     msal["exp"] = json!(now as f64 + 600.25);
     msal.as_object_mut().expect("object").remove("nbf");
-    let ps256 = emu.assertion(&cert, Algorithm::PS256, &msal);
+    let ps256 = assertion(&cert, Algorithm::PS256, &msal);
     let scope = [("scope", "https://management.azure.com/.default")];
     let response = emu
         .post(&emu.v2_url(TENANT), &assertion_form(&ps256, &scope))
@@ -486,22 +426,22 @@ async fn certificate_assertions_are_verified_like_entra_does() {
     let response = emu
         .post(
             &emu.v1_url(TENANT),
-            &assertion_form(&tampered, &[("resource", ARM)]),
+            &assertion_form(&tampered, &[("resource", ARM_AUDIENCE)]),
         )
         .await;
     expect_error(response, 401, 700027, "invalid_client").await;
 
     // A key the app never registered.
     let stranger = certificate();
-    let unknown = emu.assertion(
+    let unknown = assertion(
         &stranger,
         Algorithm::RS256,
-        &emu.assertion_claims(&adal_aud),
+        &assertion_claims(&emu, &adal_aud),
     );
     let response = emu
         .post(
             &emu.v1_url(TENANT),
-            &assertion_form(&unknown, &[("resource", ARM)]),
+            &assertion_form(&unknown, &[("resource", ARM_AUDIENCE)]),
         )
         .await;
     let body = expect_error(response, 401, 700027, "invalid_client").await;
@@ -513,14 +453,14 @@ async fn certificate_assertions_are_verified_like_entra_does() {
     );
 
     // Expired (beyond the 5 minute skew).
-    let mut expired = emu.assertion_claims(&adal_aud);
+    let mut expired = assertion_claims(&emu, &adal_aud);
     expired["exp"] = json!(now - 3600);
     expired["nbf"] = json!(now - 7200);
-    let expired = emu.assertion(&cert, Algorithm::RS256, &expired);
+    let expired = assertion(&cert, Algorithm::RS256, &expired);
     let response = emu
         .post(
             &emu.v1_url(TENANT),
-            &assertion_form(&expired, &[("resource", ARM)]),
+            &assertion_form(&expired, &[("resource", ARM_AUDIENCE)]),
         )
         .await;
     let body = expect_error(response, 401, 700024, "invalid_client").await;
@@ -532,42 +472,37 @@ async fn certificate_assertions_are_verified_like_entra_does() {
     );
 
     // Wrong audience: another tenant's endpoint.
-    let wrong_aud = emu.assertion(
+    let wrong_aud = assertion(
         &cert,
         Algorithm::RS256,
-        &emu.assertion_claims(&format!("{entra}/{OTHER_TENANT}/oauth2/token")),
+        &assertion_claims(&emu, &format!("{entra}/{OTHER_TENANT}/oauth2/token")),
     );
     let response = emu
         .post(
             &emu.v1_url(TENANT),
-            &assertion_form(&wrong_aud, &[("resource", ARM)]),
+            &assertion_form(&wrong_aud, &[("resource", ARM_AUDIENCE)]),
         )
         .await;
     expect_error(response, 401, 700023, "invalid_client").await;
 
     // iss is not the client ID.
-    let mut foreign = emu.assertion_claims(&adal_aud);
+    let mut foreign = assertion_claims(&emu, &adal_aud);
     foreign["iss"] = json!(SECRET_APP);
-    let foreign = emu.assertion(&cert, Algorithm::RS256, &foreign);
+    let foreign = assertion(&cert, Algorithm::RS256, &foreign);
     let response = emu
         .post(
             &emu.v1_url(TENANT),
-            &assertion_form(&foreign, &[("resource", ARM)]),
+            &assertion_form(&foreign, &[("resource", ARM_AUDIENCE)]),
         )
         .await;
     expect_error(response, 401, 700021, "invalid_client").await;
 
     // The emulator's clock decides: once moved an hour on, the good assertion has expired.
-    emu.admin(
-        reqwest::Method::POST,
-        "/admin/clock",
-        Some(json!({"advanceSeconds": 3600})),
-    )
-    .await;
+    emu.advance_clock(3600).await;
     let response = emu
         .post(
             &emu.v1_url(TENANT),
-            &assertion_form(&rs256, &[("resource", ARM)]),
+            &assertion_form(&rs256, &[("resource", ARM_AUDIENCE)]),
         )
         .await;
     expect_error(response, 401, 700024, "invalid_client").await;
@@ -577,11 +512,14 @@ async fn certificate_assertions_are_verified_like_entra_does() {
 #[tokio::test]
 async fn metadata_documents_point_at_this_host_and_publish_the_signing_key() {
     let cert = certificate();
-    let emu = Emulator::start(&cert, json!({})).await;
+    let emu = start(&cert, json!({})).await;
     let entra = emu.entra().to_string();
     assert!(entra.starts_with("https://127.0.0.1:"), "{entra}");
     let response = emu
-        .post(&emu.v1_url(TENANT), &secret_form(&[("resource", ARM)]))
+        .post(
+            &emu.v1_url(TENANT),
+            &secret_form(&[("resource", ARM_AUDIENCE)]),
+        )
         .await;
     let token: Value = response.json().await.expect("JSON");
     let header = jsonwebtoken::decode_header(token["access_token"].as_str().expect("token"))
@@ -676,9 +614,7 @@ async fn metadata_documents_point_at_this_host_and_publish_the_signing_key() {
         (400, Some("invalid_instance"))
     );
 
-    let counters = emu
-        .admin(reqwest::Method::GET, "/admin/counters", None)
-        .await;
+    let counters = emu.admin_get("/admin/counters").await;
     assert_eq!(
         counters["entra.openid_configuration"]["total"], 3,
         "{counters}"
@@ -694,13 +630,11 @@ async fn metadata_documents_point_at_this_host_and_publish_the_signing_key() {
 #[tokio::test]
 async fn fault_rules_force_aadsts_errors_and_throttling_and_are_counted() {
     let cert = certificate();
-    let emu = Emulator::start(&cert, json!({})).await;
+    let emu = start(&cert, json!({})).await;
     let arm_scope = [("scope", "https://management.azure.com/.default")];
-    emu.admin(
-        reqwest::Method::POST,
-        "/admin/faults",
-        Some(json!({"surface": "entra", "path": "oauth2/v2.0/token", "clientId": SECRET_APP, "times": 1,
-                    "action": {"kind": "error", "status": 401, "aadsts": 7000222}})),
+    emu.add_fault(
+        json!({"surface": "entra", "path": "oauth2/v2.0/token", "clientId": SECRET_APP, "times": 1,
+                    "action": {"kind": "error", "status": 401, "aadsts": 7000222}}),
     )
     .await;
     let response = emu
@@ -718,26 +652,21 @@ async fn fault_rules_force_aadsts_errors_and_throttling_and_are_counted() {
         .await;
     assert_eq!(response.status(), 200, "the rule fired once");
 
-    emu.admin(
-        reqwest::Method::POST,
-        "/admin/faults",
-        Some(json!({"surface": "entra", "times": 1, "action": {"kind": "error", "status": 429, "retryAfter": 4}})),
-    )
+    emu.add_fault(json!({"surface": "entra", "times": 1, "action": {"kind": "error", "status": 429, "retryAfter": 4}}))
     .await;
     let response = emu
-        .post(&emu.v1_url(TENANT), &secret_form(&[("resource", ARM)]))
+        .post(
+            &emu.v1_url(TENANT),
+            &secret_form(&[("resource", ARM_AUDIENCE)]),
+        )
         .await;
     assert_eq!(response.headers()["retry-after"], "4");
     expect_error(response, 429, 90006, "temporarily_unavailable").await;
 
-    let counters = emu
-        .admin(reqwest::Method::GET, "/admin/counters", None)
-        .await;
+    let counters = emu.admin_get("/admin/counters").await;
     assert_eq!(counters["fault"]["total"], 2, "{counters}");
     assert_eq!(counters["entra.token.v2"]["total"], 1, "{counters}");
-    let journal = emu
-        .admin(reqwest::Method::GET, "/admin/journal?surface=entra", None)
-        .await;
+    let journal = emu.admin_get("/admin/journal?surface=entra").await;
     let faults: Vec<&Value> = journal
         .as_array()
         .expect("entries")
@@ -751,7 +680,7 @@ async fn fault_rules_force_aadsts_errors_and_throttling_and_are_counted() {
 #[tokio::test]
 async fn expired_secrets_answer_7000222_until_reset() {
     let cert = certificate();
-    let emu = Emulator::start(&cert, json!({})).await;
+    let emu = start(&cert, json!({})).await;
     let admin = podid_emulator::entra::admin_routes().with_state(emu.shared().clone());
     let expire = |client: &str| {
         axum::http::Request::post(format!(
@@ -773,14 +702,17 @@ async fn expired_secrets_answer_7000222_until_reset() {
     assert_eq!(response.status(), 204);
 
     let response = emu
-        .post(&emu.v1_url(TENANT), &secret_form(&[("resource", ARM)]))
+        .post(
+            &emu.v1_url(TENANT),
+            &secret_form(&[("resource", ARM_AUDIENCE)]),
+        )
         .await;
     expect_error(response, 401, 7000222, "invalid_client").await;
     let wrong = [
         ("grant_type", "client_credentials"),
         ("client_id", SECRET_APP),
         ("client_secret", "nope"),
-        ("resource", ARM),
+        ("resource", ARM_AUDIENCE),
     ];
     expect_error(
         emu.post(&emu.v1_url(TENANT), &wrong).await,
@@ -792,11 +724,14 @@ async fn expired_secrets_answer_7000222_until_reset() {
 
     let reset = format!("{}/admin/reset", emu.running.endpoints.admin);
     assert_eq!(
-        emu.client.post(reset).send().await.expect("reset").status(),
+        emu.http.post(reset).send().await.expect("reset").status(),
         204
     );
     let response = emu
-        .post(&emu.v1_url(TENANT), &secret_form(&[("resource", ARM)]))
+        .post(
+            &emu.v1_url(TENANT),
+            &secret_form(&[("resource", ARM_AUDIENCE)]),
+        )
         .await;
     assert_eq!(response.status(), 200);
     emu.running.shutdown().await;

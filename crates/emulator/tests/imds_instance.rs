@@ -1,8 +1,8 @@
 //! IMDS instance metadata and versions, over real HTTP.
 
-mod imds_support;
+mod common;
 
-use imds_support::{Imds, SUBSCRIPTION, compute_id};
+use common::*;
 use serde_json::{Value, json};
 
 const V: &str = "api-version=2021-02-01";
@@ -18,11 +18,11 @@ fn all_strings(v: &Value) -> bool {
 
 #[tokio::test]
 async fn a_vm_describes_itself_with_string_fields() {
-    let imds = Imds::start().await;
-    let reply = imds
-        .get("vm-system", &format!("/metadata/instance?{V}"))
+    let emu = Emulator::start(&imds_world()).await;
+    let reply = emu
+        .imds_get("vm-system", &format!("/metadata/instance?{V}"))
         .await;
-    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.header("server"), Some("IMDS/150.870.65.1854"));
     let doc = reply.json();
     assert!(all_strings(&doc), "{doc}");
@@ -31,10 +31,7 @@ async fn a_vm_describes_itself_with_string_fields() {
     assert_eq!(compute["resourceGroupName"], "Node-RG");
     assert_eq!(compute["name"], "vm-system");
     assert_eq!(compute["vmScaleSetName"], "");
-    assert_eq!(
-        compute["resourceId"],
-        compute_id("virtualMachines", "vm-system")
-    );
+    assert_eq!(compute["resourceId"], vm_id(NODE_RG, "vm-system"));
     assert_eq!(compute["location"], "westeurope");
     assert_eq!(compute["azEnvironment"], "AzurePublicCloud");
     assert_eq!(compute["osType"], "Linux");
@@ -54,9 +51,9 @@ async fn a_vm_describes_itself_with_string_fields() {
 
 #[tokio::test]
 async fn a_scale_set_instance_is_named_after_its_scale_set() {
-    let imds = Imds::start().await;
-    let doc = imds
-        .get("aks-pool-vmss_3", &format!("/metadata/instance?{V}"))
+    let emu = Emulator::start(&imds_world()).await;
+    let doc = emu
+        .imds_get("aks-pool-vmss_3", &format!("/metadata/instance?{V}"))
         .await
         .json();
     let compute = &doc["compute"];
@@ -64,17 +61,14 @@ async fn a_scale_set_instance_is_named_after_its_scale_set() {
     assert_eq!(compute["vmScaleSetName"], "aks-pool-vmss");
     assert_eq!(
         compute["resourceId"],
-        format!(
-            "{}/virtualMachines/3",
-            compute_id("virtualMachineScaleSets", "aks-pool-vmss")
-        )
+        format!("{}/virtualMachines/3", vmss_id(NODE_RG, "aks-pool-vmss"))
     );
     assert_eq!(
         doc["network"]["interface"][0]["ipv4"]["ipAddress"][0]["privateIpAddress"],
         "10.240.0.9"
     );
-    let other = imds
-        .get("aks-pool-vmss_0", &format!("/metadata/instance?{V}"))
+    let other = emu
+        .imds_get("aks-pool-vmss_0", &format!("/metadata/instance?{V}"))
         .await
         .json();
     assert_ne!(other["compute"]["vmId"], compute["vmId"]);
@@ -86,28 +80,28 @@ async fn a_scale_set_instance_is_named_after_its_scale_set() {
 
 #[tokio::test]
 async fn sub_paths_walk_the_document_and_leaves_need_text() {
-    let imds = Imds::start().await;
-    let compute = imds
-        .get("vm-single", &format!("/metadata/instance/compute?{V}"))
+    let emu = Emulator::start(&imds_world()).await;
+    let compute = emu
+        .imds_get("vm-single", &format!("/metadata/instance/compute?{V}"))
         .await;
     assert_eq!(compute.json()["name"], "vm-single");
-    let leaf = imds
-        .get(
+    let leaf = emu
+        .imds_get_text(
             "vm-single",
             &format!("/metadata/instance/compute/location?{V}&format=text"),
         )
         .await;
     assert_eq!((leaf.status, leaf.text.as_str()), (200, "westeurope"));
     assert_eq!(
-        leaf.header("content-type"),
+        leaf.content_type.as_deref(),
         Some("text/plain; charset=utf-8")
     );
-    let ip = imds
-        .get("vm-single", &format!("/Metadata/instance/network/interface/0/ipv4/ipAddress/0/privateIpAddress?{V}&format=text"))
+    let ip = emu
+        .imds_get_text("vm-single", &format!("/Metadata/instance/network/interface/0/ipv4/ipAddress/0/privateIpAddress?{V}&format=text"))
         .await;
     assert_eq!((ip.status, ip.text.as_str()), (200, "10.240.0.100"));
-    let leaf_as_json = imds
-        .get(
+    let leaf_as_json = emu
+        .imds_get(
             "vm-single",
             &format!("/metadata/instance/compute/location?{V}"),
         )
@@ -118,26 +112,26 @@ async fn sub_paths_walk_the_document_and_leaves_need_text() {
             .as_str()
             .is_some_and(|e| e.starts_with("Bad request."))
     );
-    let listing = imds
-        .get("vm-single", &format!("/metadata/instance?{V}&format=text"))
+    let listing = emu
+        .imds_get_text("vm-single", &format!("/metadata/instance?{V}&format=text"))
         .await;
     assert_eq!(listing.text, "compute/\nnetwork/");
-    let missing = imds
-        .get("vm-single", &format!("/metadata/instance/compute/nope?{V}"))
+    let missing = emu
+        .imds_get("vm-single", &format!("/metadata/instance/compute/nope?{V}"))
         .await;
     assert_eq!(missing.status, 404);
-    let bad_format = imds
-        .get("vm-single", &format!("/metadata/instance?{V}&format=xml"))
+    let bad_format = emu
+        .imds_get("vm-single", &format!("/metadata/instance?{V}&format=xml"))
         .await;
     assert_eq!(bad_format.status, 400);
 }
 
 #[tokio::test]
 async fn instance_errors_use_the_instance_shape() {
-    let imds = Imds::start().await;
+    let emu = Emulator::start(&imds_world()).await;
     for query in ["", "?api-version=1999-01-01"] {
-        let reply = imds
-            .get("vm-single", &format!("/metadata/instance{query}"))
+        let reply = emu
+            .imds_get("vm-single", &format!("/metadata/instance{query}"))
             .await;
         assert_eq!(reply.status, 400, "{query}");
         let body = reply.json();
@@ -150,8 +144,8 @@ async fn instance_errors_use_the_instance_shape() {
             json!(["2025-04-07", "2024-07-17", "2024-03-15"])
         );
     }
-    let reply = imds
-        .get_with("vm-single", &format!("/metadata/instance?{V}"), &[])
+    let reply = emu
+        .imds_get_with("vm-single", &format!("/metadata/instance?{V}"), &[])
         .await;
     assert_eq!(reply.status, 400);
     assert_eq!(
@@ -160,20 +154,20 @@ async fn instance_errors_use_the_instance_shape() {
     );
     // Versions older than the identity endpoint are fine for instance metadata.
     assert_eq!(
-        imds.get("vm-single", "/metadata/instance?api-version=2017-08-01")
+        emu.imds_get("vm-single", "/metadata/instance?api-version=2017-08-01")
             .await
             .status,
         200
     );
-    assert_eq!(imds.counter("imds.rejected", 400).await.1, 3);
-    assert_eq!(imds.counter("imds.instance", 200).await.1, 1);
+    assert_eq!(emu.counter("imds.rejected", 400).await.1, 3);
+    assert_eq!(emu.counter("imds.instance", 200).await.1, 1);
 }
 
 #[tokio::test]
 async fn versions_lists_every_supported_api_version() {
-    let imds = Imds::start().await;
-    let reply = imds.get("vm-none", "/metadata/versions").await;
-    assert_eq!(reply.status, 200, "{}", reply.text);
+    let emu = Emulator::start(&imds_world()).await;
+    let reply = emu.imds_get("vm-none", "/metadata/versions").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
     let versions = reply.json()["apiVersions"]
         .as_array()
         .expect("list")
@@ -181,10 +175,10 @@ async fn versions_lists_every_supported_api_version() {
     assert_eq!(versions.len(), 35);
     assert!(versions.contains(&json!("2018-02-01")) && versions.contains(&json!("2019-08-01")));
     assert_eq!(
-        imds.get_with("vm-none", "/metadata/versions", &[])
+        emu.imds_get_with("vm-none", "/metadata/versions", &[])
             .await
             .status,
         400
     );
-    assert_eq!(imds.counter("imds.versions", 200).await, (1, 1));
+    assert_eq!(emu.counter("imds.versions", 200).await, (1, 1));
 }

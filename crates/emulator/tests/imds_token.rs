@@ -1,28 +1,35 @@
 //! IMDS token answers: identity selection, propagation and deletion, the body's types and
 //! claims, caching and the token knobs, over real HTTP.
 
-mod imds_support;
+mod common;
 
 use std::time::Duration;
 
-use imds_support::{
-    ALPHA_CLIENT, ALPHA_OBJECT, ARM, BETA_CLIENT, GAMMA_CLIENT, Imds, Reply, TENANT, compute_id,
-    identity_id, jwt_claims,
-};
-use podid_emulator::world::{AssignedIdentity, RevokedIdentity};
+use common::*;
+use podid_emulator::world::{AssignedIdentity, RevokedIdentity, VirtualMachine, World};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 /// The client ID a 200 answer was minted for.
 fn client_of(reply: &Reply) -> String {
-    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.status, 200, "{}", reply.body);
     reply.json()["client_id"]
         .as_str()
         .expect("client_id")
         .to_string()
 }
 
+/// `vm-single` in the live world, to change its identities the way ARM would.
+fn vm_single(world: &mut World) -> &mut VirtualMachine {
+    world
+        .virtual_machines
+        .values_mut()
+        .find(|vm| vm.compute.name == "vm-single")
+        .expect("vm-single")
+}
+
 fn assert_identity_not_found(reply: &Reply) {
-    assert_eq!(reply.status, 400, "{}", reply.text);
+    assert_eq!(reply.status, 400, "{}", reply.body);
     assert_eq!(
         reply.json(),
         json!({"error": "invalid_request", "error_description": "Identity not found"})
@@ -31,35 +38,35 @@ fn assert_identity_not_found(reply: &Reply) {
 
 #[tokio::test]
 async fn without_a_selector_the_system_assigned_identity_then_the_only_user_assigned_one_is_used() {
-    let imds = Imds::start().await;
-    let system = imds.token("vm-system", "").await;
+    let emu = Emulator::start(&imds_world()).await;
+    let system = emu.imds_token("vm-system", "").await;
     let claims = jwt_claims(system.json()["access_token"].as_str().expect("token"));
-    assert_eq!(
-        claims["xms_mirid"],
-        compute_id("virtualMachines", "vm-system")
-    );
+    assert_eq!(claims["xms_mirid"], vm_id(NODE_RG, "vm-system"));
     assert_ne!(client_of(&system), ALPHA_CLIENT);
-    assert_eq!(client_of(&imds.token("vm-single", "").await), ALPHA_CLIENT);
     assert_eq!(
-        client_of(&imds.token("aks-pool-vmss_3", "").await),
+        client_of(&emu.imds_token("vm-single", "").await),
+        ALPHA_CLIENT
+    );
+    assert_eq!(
+        client_of(&emu.imds_token("aks-pool-vmss_3", "").await),
         GAMMA_CLIENT
     );
 
-    let multi = imds.token("vm-multi", "").await;
+    let multi = emu.imds_token("vm-multi", "").await;
     assert_eq!(multi.status, 400);
     assert_eq!(
         multi.json(),
         json!({"error": "invalid_request", "error_description":
             "Multiple user assigned identities exist, please specify the clientId / resourceId of the identity in the token request"})
     );
-    assert_identity_not_found(&imds.token("vm-none", "").await);
+    assert_identity_not_found(&emu.imds_token("vm-none", "").await);
 }
 
 #[tokio::test]
 async fn every_selector_kind_picks_its_identity_ignoring_case() {
-    let imds = Imds::start().await;
-    let alpha = identity_id("alpha");
-    let beta = identity_id("beta");
+    let emu = Emulator::start(&imds_world()).await;
+    let alpha = uami_id(NODE_RG, "alpha");
+    let beta = uami_id(NODE_RG, "beta");
     let cases = [
         (
             format!("&client_id={}", BETA_CLIENT.to_uppercase()),
@@ -84,7 +91,7 @@ async fn every_selector_kind_picks_its_identity_ignoring_case() {
     for (extra, expected) in cases {
         for machine in ["vm-system", "vm-multi"] {
             assert_eq!(
-                client_of(&imds.token(machine, &extra).await),
+                client_of(&emu.imds_token(machine, &extra).await),
                 expected,
                 "{machine} {extra}"
             );
@@ -93,18 +100,18 @@ async fn every_selector_kind_picks_its_identity_ignoring_case() {
     for extra in [
         format!("&client_id={GAMMA_CLIENT}"),
         "&object_id=00000000-0000-0000-0000-000000000000".to_string(),
-        format!("&msi_res_id={}", identity_id("gamma")),
+        format!("&msi_res_id={}", uami_id(NODE_RG, "gamma")),
     ] {
-        assert_identity_not_found(&imds.token("vm-multi", &extra).await);
+        assert_identity_not_found(&emu.imds_token("vm-multi", &extra).await);
     }
 }
 
 #[tokio::test]
 async fn an_identity_is_served_only_after_the_propagation_delay() {
-    let imds = Imds::start().await;
-    imds.patch_knobs(json!({"propagationDelayMs": 30_000}))
+    let emu = Emulator::start(&imds_world()).await;
+    emu.set_knobs(json!({"imds": {"propagationDelayMs": 30_000}}))
         .await;
-    let shared = &imds.emulator.shared;
+    let shared = emu.shared();
     {
         // What ARM does when it completes an assignment.
         let delay = Duration::from_millis(shared.knobs().imds.propagation_delay_ms);
@@ -116,11 +123,7 @@ async fn an_identity_is_served_only_after_the_propagation_delay() {
             .find(|i| i.name == "beta")
             .expect("beta")
             .clone();
-        let vm = world
-            .virtual_machines
-            .values_mut()
-            .find(|vm| vm.compute.name == "vm-single")
-            .expect("vm-single");
+        let vm = vm_single(&mut world);
         vm.compute.identity.user_assigned.insert(
             beta.id.key().to_string(),
             AssignedIdentity {
@@ -131,16 +134,19 @@ async fn an_identity_is_served_only_after_the_propagation_delay() {
         );
     }
     let select_beta = format!("&client_id={BETA_CLIENT}");
-    assert_identity_not_found(&imds.token("vm-single", &select_beta).await);
+    assert_identity_not_found(&emu.imds_token("vm-single", &select_beta).await);
     // alpha is still the only effective user-assigned identity.
-    assert_eq!(client_of(&imds.token("vm-single", "").await), ALPHA_CLIENT);
-    imds.advance_clock(31).await;
     assert_eq!(
-        client_of(&imds.token("vm-single", &select_beta).await),
+        client_of(&emu.imds_token("vm-single", "").await),
+        ALPHA_CLIENT
+    );
+    emu.advance_clock(31).await;
+    assert_eq!(
+        client_of(&emu.imds_token("vm-single", &select_beta).await),
         BETA_CLIENT
     );
     assert_eq!(
-        imds.token("vm-single", "").await.status,
+        emu.imds_token("vm-single", "").await.status,
         400,
         "now two are effective"
     );
@@ -148,21 +154,17 @@ async fn an_identity_is_served_only_after_the_propagation_delay() {
 
 #[tokio::test]
 async fn a_removed_identity_is_served_until_its_revocation_delay_ends() {
-    let imds = Imds::start().await;
-    let shared = &imds.emulator.shared;
+    let emu = Emulator::start(&imds_world()).await;
+    let shared = emu.shared();
     let select_alpha = format!("&client_id={ALPHA_CLIENT}");
     assert_eq!(
-        client_of(&imds.token("vm-single", &select_alpha).await),
+        client_of(&emu.imds_token("vm-single", &select_alpha).await),
         ALPHA_CLIENT
     );
     {
         let visible_until = shared.clock.now() + Duration::from_secs(60);
         let mut world = shared.world_mut();
-        let vm = world
-            .virtual_machines
-            .values_mut()
-            .find(|vm| vm.compute.name == "vm-single")
-            .expect("vm-single");
+        let vm = vm_single(&mut world);
         let (key, assigned) = vm
             .compute
             .identity
@@ -179,19 +181,22 @@ async fn a_removed_identity_is_served_until_its_revocation_delay_ends() {
         );
     }
     assert_eq!(
-        client_of(&imds.token("vm-single", &select_alpha).await),
+        client_of(&emu.imds_token("vm-single", &select_alpha).await),
         ALPHA_CLIENT
     );
-    imds.advance_clock(61).await;
-    assert_identity_not_found(&imds.token("vm-single", &select_alpha).await);
+    emu.advance_clock(61).await;
+    assert_identity_not_found(&emu.imds_token("vm-single", &select_alpha).await);
 }
 
 #[tokio::test]
 async fn a_deleted_and_recreated_identity_is_not_found_on_machines_that_had_the_old_one() {
-    let imds = Imds::start().await;
-    assert_eq!(client_of(&imds.token("vm-single", "").await), ALPHA_CLIENT);
+    let emu = Emulator::start(&imds_world()).await;
+    assert_eq!(
+        client_of(&emu.imds_token("vm-single", "").await),
+        ALPHA_CLIENT
+    );
     {
-        let mut world = imds.emulator.shared.world_mut();
+        let mut world = emu.shared().world_mut();
         let alpha = world
             .identities
             .values_mut()
@@ -199,21 +204,23 @@ async fn a_deleted_and_recreated_identity_is_not_found_on_machines_that_had_the_
             .expect("alpha");
         alpha.generation += 1;
     }
-    assert_identity_not_found(&imds.token("vm-single", "").await);
+    assert_identity_not_found(&emu.imds_token("vm-single", "").await);
     assert_identity_not_found(
-        &imds
-            .token("vm-single", &format!("&client_id={ALPHA_CLIENT}"))
+        &emu.imds_token("vm-single", &format!("&client_id={ALPHA_CLIENT}"))
             .await,
     );
     // On vm-multi only beta is left, so it becomes the default.
-    assert_eq!(client_of(&imds.token("vm-multi", "").await), BETA_CLIENT);
+    assert_eq!(
+        client_of(&emu.imds_token("vm-multi", "").await),
+        BETA_CLIENT
+    );
 }
 
 #[tokio::test]
 async fn the_body_is_all_strings_and_matches_a_verifiable_jwt() {
-    let imds = Imds::start().await;
-    let reply = imds.token("aks-pool-vmss_0", "").await;
-    assert_eq!(reply.status, 200, "{}", reply.text);
+    let emu = Emulator::start(&imds_world()).await;
+    let reply = emu.imds_token("aks-pool-vmss_0", "").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(
         reply.header("content-type"),
         Some("application/json; charset=utf-8")
@@ -237,7 +244,7 @@ async fn the_body_is_all_strings_and_matches_a_verifiable_jwt() {
         ]
     );
     assert!(fields.values().all(Value::is_string), "{body}");
-    assert_eq!(body["resource"], ARM);
+    assert_eq!(body["resource"], ARM_RESOURCE);
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["expires_in"], "86399");
     assert_eq!(body["ext_expires_in"], "86399");
@@ -252,12 +259,12 @@ async fn the_body_is_all_strings_and_matches_a_verifiable_jwt() {
     assert_eq!(claims["exp"].as_i64(), Some(as_int(&body["expires_on"])));
     assert_eq!(claims["nbf"].as_i64(), Some(as_int(&body["not_before"])));
 
-    let shared = &imds.emulator.shared;
+    let shared = emu.shared();
     let verified = shared
         .tokens
         .verify(jwt, shared.clock.unix())
         .expect("the JWT verifies");
-    assert_eq!(verified.aud, ARM);
+    assert_eq!(verified.aud, ARM_RESOURCE);
     assert_eq!(verified.tid, TENANT);
     assert_eq!(verified.client_id(), GAMMA_CLIENT);
     assert_eq!(verified.iss, format!("https://sts.windows.net/{TENANT}/"));
@@ -269,29 +276,22 @@ async fn the_body_is_all_strings_and_matches_a_verifiable_jwt() {
         .expect("gamma")
         .clone();
     assert_eq!(verified.oid, gamma.principal_id);
-    assert_eq!(verified.other["xms_mirid"], identity_id("gamma"));
+    assert_eq!(verified.other["xms_mirid"], uami_id(NODE_RG, "gamma"));
     assert_eq!(
         verified.other["xms_az_rid"],
-        compute_id("virtualMachineScaleSets", "aks-pool-vmss")
+        vmss_id(NODE_RG, "aks-pool-vmss")
     );
-    let header: Value = {
-        use base64::Engine;
-        let raw = jwt.split('.').next().expect("header");
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(raw)
-            .expect("base64");
-        serde_json::from_slice(&bytes).expect("json")
-    };
+    let header = jwt_header(jwt);
     let jwks = shared.tokens.jwks(TENANT).expect("jwks");
     assert_eq!(jwks["keys"][0]["kid"], header["kid"]);
 }
 
 #[tokio::test]
 async fn tokens_are_cached_per_identity_and_resource_and_count_down() {
-    let imds = Imds::start().await;
-    let first = imds.token("vm-system", "").await.json();
-    imds.advance_clock(100).await;
-    let second = imds.token("vm-system", "").await.json();
+    let emu = Emulator::start(&imds_world()).await;
+    let first = emu.imds_token("vm-system", "").await.json();
+    emu.advance_clock(100).await;
+    let second = emu.imds_token("vm-system", "").await.json();
     assert_eq!(first["access_token"], second["access_token"]);
     assert_eq!(first["expires_on"], second["expires_on"]);
     let remaining: i64 = second["expires_in"]
@@ -300,65 +300,63 @@ async fn tokens_are_cached_per_identity_and_resource_and_count_down() {
         .expect("expires_in");
     assert!(remaining <= 86_399 - 100 && remaining > 0, "{remaining}");
 
-    let other_resource = imds
-        .get("vm-system", "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net")
+    let other_resource = emu.imds_get("vm-system", "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net")
         .await
         .json();
     assert_ne!(other_resource["access_token"], first["access_token"]);
     assert_eq!(other_resource["resource"], "https://vault.azure.net");
-    let other_identity = imds
-        .token("vm-system", &format!("&client_id={ALPHA_CLIENT}"))
+    let other_identity = emu
+        .imds_token("vm-system", &format!("&client_id={ALPHA_CLIENT}"))
         .await
         .json();
     assert_ne!(other_identity["access_token"], first["access_token"]);
     // Another machine with the same identity gets its own token (different xms_az_rid).
-    let elsewhere = imds.token("vm-single", "").await.json();
+    let elsewhere = emu.imds_token("vm-single", "").await.json();
     assert_ne!(elsewhere["access_token"], other_identity["access_token"]);
 
-    let bypass = imds.token("vm-system", "&bypass_cache=true").await.json();
+    let bypass = emu
+        .imds_token("vm-system", "&bypass_cache=true")
+        .await
+        .json();
     assert_ne!(bypass["access_token"], first["access_token"]);
     assert_eq!(bypass["expires_in"], "86399");
     // The fresh token replaces the cached one.
     assert_eq!(
-        imds.token("vm-system", "").await.json()["access_token"],
+        emu.imds_token("vm-system", "").await.json()["access_token"],
         bypass["access_token"]
     );
 
     // Near expiry a new token is minted.
-    imds.advance_clock(86_399 - 200).await;
-    let renewed = imds.token("vm-system", "").await.json();
+    emu.advance_clock(86_399 - 200).await;
+    let renewed = emu.imds_token("vm-system", "").await.json();
     assert_ne!(renewed["access_token"], bypass["access_token"]);
     assert_eq!(renewed["expires_in"], "86399");
 }
 
 #[tokio::test]
 async fn a_reassigned_identity_gets_a_fresh_token() {
-    let imds = Imds::start().await;
-    let first = imds.token("vm-single", "").await.json();
+    let emu = Emulator::start(&imds_world()).await;
+    let first = emu.imds_token("vm-single", "").await.json();
     {
-        let shared = &imds.emulator.shared;
+        let shared = emu.shared();
         let now = shared.clock.now();
         let mut world = shared.world_mut();
-        let vm = world
-            .virtual_machines
-            .values_mut()
-            .find(|vm| vm.compute.name == "vm-single")
-            .expect("vm-single");
+        let vm = vm_single(&mut world);
         for assigned in vm.compute.identity.user_assigned.values_mut() {
             assigned.visible_from = now;
         }
     }
-    let second = imds.token("vm-single", "").await.json();
+    let second = emu.imds_token("vm-single", "").await.json();
     assert_ne!(first["access_token"], second["access_token"]);
 }
 
 #[tokio::test]
 async fn lifetime_and_version_knobs_shape_new_tokens() {
-    let imds = Imds::start().await;
-    let v1 = imds.token("vm-single", "").await.json();
-    imds.patch_knobs(json!({"tokenLifetimeSecs": 600, "tokenVersion": 2}))
+    let emu = Emulator::start(&imds_world()).await;
+    let v1 = emu.imds_token("vm-single", "").await.json();
+    emu.set_knobs(json!({"imds": {"tokenLifetimeSecs": 600, "tokenVersion": 2}}))
         .await;
-    let v2 = imds.token("vm-single", "").await.json();
+    let v2 = emu.imds_token("vm-single", "").await.json();
     assert_ne!(v1["access_token"], v2["access_token"]);
     assert_eq!(v2["expires_in"], "600");
     let claims = jwt_claims(v2["access_token"].as_str().expect("token"));
@@ -369,29 +367,29 @@ async fn lifetime_and_version_knobs_shape_new_tokens() {
         format!("https://login.microsoftonline.com/{TENANT}/v2.0")
     );
 
-    let reply = imds
-        .admin_send(
-            reqwest::Method::PATCH,
+    let reply = emu
+        .admin(
+            Method::PATCH,
             "/admin/knobs",
-            json!({"imds": {"tokenVersion": 3}}),
+            Some(&json!({"imds": {"tokenVersion": 3}})),
         )
         .await;
-    assert_eq!(reply.status, 400, "{}", reply.text);
+    assert_eq!(reply.status, 400, "{}", reply.body);
 }
 
 #[tokio::test]
 async fn allowed_resources_restrict_which_audiences_get_tokens() {
-    let imds = Imds::start().await;
+    let emu = Emulator::start(&imds_world()).await;
     let vault =
         "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net";
     assert_eq!(
-        imds.get("vm-single", vault).await.status,
+        emu.imds_get("vm-single", vault).await.status,
         200,
         "any resource by default"
     );
-    imds.patch_knobs(json!({"allowedResources": ["https://management.azure.com/"]}))
+    emu.set_knobs(json!({"imds": {"allowedResources": ["https://management.azure.com/"]}}))
         .await;
-    let reply = imds.get("vm-single", vault).await;
+    let reply = emu.imds_get("vm-single", vault).await;
     assert_eq!(reply.status, 400);
     assert_eq!(reply.json()["error"], "invalid_resource");
     assert!(
@@ -399,35 +397,35 @@ async fn allowed_resources_restrict_which_audiences_get_tokens() {
             .description()
             .starts_with("AADSTS500011: The resource principal named https://vault.azure.net")
     );
-    assert_eq!(imds.token("vm-single", "").await.status, 200);
+    assert_eq!(emu.imds_token("vm-single", "").await.status, 200);
     // Selection comes first: an unknown identity is reported as such.
-    assert_identity_not_found(&imds.get("vm-none", vault).await);
+    assert_identity_not_found(&emu.imds_get("vm-none", vault).await);
 }
 
 #[tokio::test]
 async fn identity_info_names_the_tenant() {
-    let imds = Imds::start().await;
-    let reply = imds
-        .get(
+    let emu = Emulator::start(&imds_world()).await;
+    let reply = emu
+        .imds_get(
             "vm-single",
             "/metadata/identity/info?api-version=2018-02-01",
         )
         .await;
-    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json(), json!({"tenantId": TENANT}));
-    let reply = imds.get("vm-single", "/metadata/identity/info").await;
+    let reply = emu.imds_get("vm-single", "/metadata/identity/info").await;
     assert_eq!(reply.status, 400);
-    assert_eq!(imds.counter("imds.identity_info", 200).await, (1, 1));
+    assert_eq!(emu.counter("imds.identity_info", 200).await, (1, 1));
 }
 
 #[tokio::test]
 async fn a_reset_forgets_cached_tokens() {
-    let imds = Imds::start().await;
-    let first = imds.token("vm-single", "").await.json();
-    let reply = imds
-        .admin_send(reqwest::Method::POST, "/admin/reset", json!({}))
+    let emu = Emulator::start(&imds_world()).await;
+    let first = emu.imds_token("vm-single", "").await.json();
+    let reply = emu
+        .admin(Method::POST, "/admin/reset", Some(&json!({})))
         .await;
-    assert_eq!(reply.status, 204, "{}", reply.text);
-    let second = imds.token("vm-single", "").await.json();
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let second = emu.imds_token("vm-single", "").await.json();
     assert_ne!(first["access_token"], second["access_token"]);
 }

@@ -1,9 +1,20 @@
 //! Shared helpers for the emulator's integration tests: start the whole emulator in-process
 //! from a small world (every listener on 127.0.0.1:0), talk to ARM over HTTPS trusting its CA,
-//! mint tokens for principals of the world, and drive the admin API.
+//! mint tokens for principals of the world, and drive the admin API. IMDS requests and the
+//! IMDS tests' world are in [`imds`], Entra requests in [`entra`], JWT decoding in [`jwt`].
 //!
 //! Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
+
+mod entra;
+mod imds;
+mod jwt;
+
+// Re-exported so that tests import everything from `common`; each binary uses a subset.
+#[allow(unused_imports)]
+pub use imds::*;
+#[allow(unused_imports)]
+pub use jwt::*;
 
 use std::sync::Arc;
 
@@ -43,6 +54,24 @@ impl Reply {
     /// `error.message` of an ARM error body.
     pub fn message(&self) -> &str {
         self.body["error"]["message"].as_str().unwrap_or_default()
+    }
+
+    /// The body, which must be JSON: panics when it is empty or not JSON.
+    pub fn json(&self) -> Value {
+        assert!(
+            !self.body.is_null(),
+            "the {} answer has no JSON body",
+            self.status
+        );
+        self.body.clone()
+    }
+
+    /// `error_description` of an identity-shaped (IMDS or Entra) error body.
+    pub fn description(&self) -> String {
+        self.json()["error_description"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
@@ -205,9 +234,32 @@ impl Emulator {
     pub async fn world(&self) -> Value {
         self.admin(Method::GET, "/admin/world", None).await.body
     }
+
+    /// `GET` of an admin path that must answer 200 with JSON; returns the JSON.
+    pub async fn admin_get(&self, path: &str) -> Value {
+        let r = self.admin(Method::GET, path, None).await;
+        assert_eq!(r.status, StatusCode::OK, "admin {path}: {}", r.body);
+        r.json()
+    }
+
+    /// `(total, count for status)` of one operation in `/admin/counters`.
+    pub async fn counter(&self, operation: &str, status: u16) -> (u64, u64) {
+        let counters = self.admin_get("/admin/counters").await;
+        let op = &counters[operation];
+        (
+            op["total"].as_u64().unwrap_or(0),
+            op["byStatus"][status.to_string()].as_u64().unwrap_or(0),
+        )
+    }
+
+    /// Sends a request built on [`Emulator::http`] or [`Emulator::https`] and reads the answer.
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        reply(request.send().await.expect("the emulator answers")).await
+    }
 }
 
-async fn reply(response: reqwest::Response) -> Reply {
+/// Reads a whole response into a [`Reply`].
+pub async fn reply(response: reqwest::Response) -> Reply {
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response.bytes().await.expect("a readable body");
@@ -243,6 +295,11 @@ pub fn vm_id(group: &str, name: &str) -> String {
 /// `<path>?api-version=<version>`.
 pub fn versioned(path: &str, version: &str) -> String {
     format!("{path}?api-version={version}")
+}
+
+/// The scale set of [`small_world`], with the compute api-version.
+pub fn vmss_path() -> String {
+    versioned(&vmss_id(NODE_RG, SCALE_SET), COMPUTE_API)
 }
 
 /// Service principals of [`small_world`]: MIC (Virtual Machine Contributor and Managed
