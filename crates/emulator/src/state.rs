@@ -56,7 +56,12 @@ impl Shared {
     }
 
     pub fn knobs(&self) -> Knobs {
-        self.knobs.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.knobs_with(Knobs::clone)
+    }
+
+    /// Reads part of the knobs without copying the rest (request paths use this).
+    pub fn knobs_with<T>(&self, read: impl FnOnce(&Knobs) -> T) -> T {
+        read(&self.knobs.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn set_knobs(&self, knobs: Knobs) {

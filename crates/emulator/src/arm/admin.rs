@@ -64,7 +64,7 @@ async fn remove_identity(
 ) -> Result<Json<Value>, AdminError> {
     let req: RemoveIdentity = parse_body(&body)?;
     lro::settle(&s);
-    let until = s.clock.now() + Duration::from_millis(s.knobs().imds.revocation_delay_ms);
+    let until = s.clock.now() + Duration::from_millis(s.knobs_with(|k| k.imds.revocation_delay_ms));
     let mut world = s.world_mut();
     let (_, compute) =
         find_compute(&mut world, &req.resource).ok_or_else(|| no_resource(&req.resource))?;

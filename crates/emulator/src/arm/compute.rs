@@ -163,7 +163,7 @@ fn render(world: &World, kind: ComputeKind, key: &str) -> Option<Value> {
 }
 
 fn get_policies(call: &Call<'_>, kind: ComputeKind) -> Vec<PolicyKnob> {
-    let p = call.shared.knobs().arm.compute_policies;
+    let p = call.shared.knobs_with(|k| k.arm.compute_policies.clone());
     match kind {
         ComputeKind::VirtualMachine => p.vm_get,
         ComputeKind::ScaleSet => p.scale_set_get,
@@ -198,7 +198,9 @@ pub fn get(
 
 pub fn list_vms(call: &mut Call<'_>, subscription: &str, group: &str) -> Outcome {
     let scope = armid::resource_group_id(subscription, group);
-    let policies = call.shared.knobs().arm.compute_policies.vm_list;
+    let policies = call
+        .shared
+        .knobs_with(|k| k.arm.compute_policies.vm_list.clone());
     let shared = call.shared;
     let world = shared.world();
     call.require(&world, "Microsoft.Compute/virtualMachines/read", &scope)?;
@@ -225,7 +227,9 @@ pub fn list_vms(call: &mut Call<'_>, subscription: &str, group: &str) -> Outcome
 
 pub fn list_instances(call: &mut Call<'_>, subscription: &str, group: &str, name: &str) -> Outcome {
     let id = armid::provider_resource_id(subscription, group, armid::SCALE_SET_TYPE, name);
-    let policies = call.shared.knobs().arm.compute_policies.scale_set_instances;
+    let policies = call
+        .shared
+        .knobs_with(|k| k.arm.compute_policies.scale_set_instances.clone());
     let shared = call.shared;
     let world = shared.world();
     call.require(
@@ -272,7 +276,9 @@ pub fn list_instances(call: &mut Call<'_>, subscription: &str, group: &str, name
 /// The operation-status poll. Any authenticated caller may poll (ARM checks the operation, not
 /// a role on the subscription-level operation path).
 pub fn operation(call: &mut Call<'_>, subscription: &str, location: &str, id: &str) -> Outcome {
-    let policies = call.shared.knobs().arm.compute_policies.operation_get;
+    let policies = call
+        .shared
+        .knobs_with(|k| k.arm.compute_policies.operation_get.clone());
     let shared = call.shared;
     charge(
         call,
@@ -289,7 +295,7 @@ pub fn operation(call: &mut Call<'_>, subscription: &str, location: &str, id: &s
         )
     })?;
     if body["status"] == "InProgress" {
-        let secs = call.shared.knobs().arm.retry_after_secs;
+        let secs = call.shared.knobs_with(|k| k.arm.retry_after_secs);
         call.headers.push(("retry-after", secs.to_string()));
     }
     Ok((StatusCode::OK, Some(body)))
@@ -342,7 +348,7 @@ pub fn update(
     name: &str,
     mode: Mode,
 ) -> Outcome {
-    let knobs = call.shared.knobs().arm;
+    let knobs = call.shared.knobs_with(|k| k.arm.clone());
     let body: UpdateBody = call.json()?;
     let id = armid::provider_resource_id(subscription, group, kind.resource_type(), name);
     let write_action = format!("{}/write", kind.resource_type());

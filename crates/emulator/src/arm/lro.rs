@@ -99,7 +99,7 @@ pub fn conclude(
     failure: Option<&(String, String)>,
     when: SystemTime,
 ) -> Status {
-    let imds = shared.knobs().imds;
+    let imds = shared.knobs_with(|k| k.imds.clone());
     let generations: std::collections::BTreeMap<String, u64> = world
         .identities
         .iter()

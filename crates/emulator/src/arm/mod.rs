@@ -410,11 +410,10 @@ fn front_door(call: &mut Call<'_>, subscription: &str) -> Result<(), ArmError> {
     } else {
         Access::Write
     };
-    let knobs = call.shared.knobs().arm;
-    let knob = match access {
-        Access::Read => &knobs.subscription_reads,
-        Access::Write => &knobs.subscription_writes,
-    };
+    let knob = call.shared.knobs_with(|k| match access {
+        Access::Read => k.arm.subscription_reads.clone(),
+        Access::Write => k.arm.subscription_writes.clone(),
+    });
     let key = (
         subscription.to_ascii_lowercase(),
         call.caller.object_id.to_ascii_lowercase(),
@@ -427,7 +426,7 @@ fn front_door(call: &mut Call<'_>, subscription: &str) -> Result<(), ArmError> {
             tokens: knob.capacity,
             updated: now,
         });
-        throttle::take_token(bucket, knob, now)
+        throttle::take_token(bucket, &knob, now)
     };
     match taken {
         Ok(remaining) => {

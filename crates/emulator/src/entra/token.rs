@@ -204,7 +204,7 @@ fn grant(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Value, AadError> {
-    let knobs: EntraKnobs = shared.knobs().entra;
+    let knobs: EntraKnobs = shared.knobs_with(|k| k.entra.clone());
     let now = shared.clock.unix();
     let (tenant_id, request, principal) = {
         let world = shared.world();

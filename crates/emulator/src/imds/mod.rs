@@ -159,12 +159,7 @@ struct MachineContext {
 
 impl MachineContext {
     fn knobs(&self) -> ImdsKnobs {
-        self.shared
-            .knobs
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .imds
-            .clone()
+        self.shared.knobs_with(|k| k.imds.clone())
     }
 }
 
