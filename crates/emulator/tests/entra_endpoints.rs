@@ -104,6 +104,21 @@ fn assert_token_headers(response: &reqwest::Response) {
 }
 
 /// Checks the error envelope of azure-wire.md §2.5 and returns the body.
+/// Posts a client assertion to the v1 endpoint and expects a 401 `invalid_client` with `code`.
+async fn refused_v1_assertion(emu: &Emulator, assertion: &str, code: u32) -> Value {
+    let response = emu
+        .post(
+            &emu.v1_url(TENANT),
+            &assertion_form(assertion, &[("resource", ARM_AUDIENCE)]),
+        )
+        .await;
+    expect_error(response, 401, code, "invalid_client").await
+}
+
+fn description(body: &Value) -> &str {
+    body["error_description"].as_str().unwrap_or_default()
+}
+
 async fn expect_error(response: reqwest::Response, status: u16, code: u32, error: &str) -> Value {
     assert_eq!(response.status().as_u16(), status);
     assert_token_headers(&response);
@@ -423,13 +438,7 @@ async fn certificate_assertions_are_verified_like_entra_does() {
     signature[0] ^= 0x01;
     parts[2] = URL_SAFE_NO_PAD.encode(signature);
     let tampered = parts.join(".");
-    let response = emu
-        .post(
-            &emu.v1_url(TENANT),
-            &assertion_form(&tampered, &[("resource", ARM_AUDIENCE)]),
-        )
-        .await;
-    expect_error(response, 401, 700027, "invalid_client").await;
+    refused_v1_assertion(&emu, &tampered, 700027).await;
 
     // A key the app never registered.
     let stranger = certificate();
@@ -438,18 +447,10 @@ async fn certificate_assertions_are_verified_like_entra_does() {
         Algorithm::RS256,
         &assertion_claims(&emu, &adal_aud),
     );
-    let response = emu
-        .post(
-            &emu.v1_url(TENANT),
-            &assertion_form(&unknown, &[("resource", ARM_AUDIENCE)]),
-        )
-        .await;
-    let body = expect_error(response, 401, 700027, "invalid_client").await;
+    let body = refused_v1_assertion(&emu, &unknown, 700027).await;
     assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("The key was not found")
+        description(&body).contains("The key was not found"),
+        "{body}"
     );
 
     // Expired (beyond the 5 minute skew).
@@ -457,18 +458,10 @@ async fn certificate_assertions_are_verified_like_entra_does() {
     expired["exp"] = json!(now - 3600);
     expired["nbf"] = json!(now - 7200);
     let expired = assertion(&cert, Algorithm::RS256, &expired);
-    let response = emu
-        .post(
-            &emu.v1_url(TENANT),
-            &assertion_form(&expired, &[("resource", ARM_AUDIENCE)]),
-        )
-        .await;
-    let body = expect_error(response, 401, 700024, "invalid_client").await;
+    let body = refused_v1_assertion(&emu, &expired, 700024).await;
     assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("Client assertion is not within its valid time range")
+        description(&body).contains("Client assertion is not within its valid time range"),
+        "{body}"
     );
 
     // Wrong audience: another tenant's endpoint.
@@ -477,35 +470,17 @@ async fn certificate_assertions_are_verified_like_entra_does() {
         Algorithm::RS256,
         &assertion_claims(&emu, &format!("{entra}/{OTHER_TENANT}/oauth2/token")),
     );
-    let response = emu
-        .post(
-            &emu.v1_url(TENANT),
-            &assertion_form(&wrong_aud, &[("resource", ARM_AUDIENCE)]),
-        )
-        .await;
-    expect_error(response, 401, 700023, "invalid_client").await;
+    refused_v1_assertion(&emu, &wrong_aud, 700023).await;
 
     // iss is not the client ID.
     let mut foreign = assertion_claims(&emu, &adal_aud);
     foreign["iss"] = json!(SECRET_APP);
     let foreign = assertion(&cert, Algorithm::RS256, &foreign);
-    let response = emu
-        .post(
-            &emu.v1_url(TENANT),
-            &assertion_form(&foreign, &[("resource", ARM_AUDIENCE)]),
-        )
-        .await;
-    expect_error(response, 401, 700021, "invalid_client").await;
+    refused_v1_assertion(&emu, &foreign, 700021).await;
 
     // The emulator's clock decides: once moved an hour on, the good assertion has expired.
     emu.advance_clock(3600).await;
-    let response = emu
-        .post(
-            &emu.v1_url(TENANT),
-            &assertion_form(&rs256, &[("resource", ARM_AUDIENCE)]),
-        )
-        .await;
-    expect_error(response, 401, 700024, "invalid_client").await;
+    refused_v1_assertion(&emu, &rs256, 700024).await;
     emu.running.shutdown().await;
 }
 
@@ -641,12 +616,7 @@ async fn fault_rules_force_aadsts_errors_and_throttling_and_are_counted() {
         .post(&emu.v2_url(TENANT), &secret_form(&arm_scope))
         .await;
     let body = expect_error(response, 401, 7000222, "invalid_client").await;
-    assert!(
-        body["error_description"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("client secret keys")
-    );
+    assert!(description(&body).contains("client secret keys"), "{body}");
     let response = emu
         .post(&emu.v2_url(TENANT), &secret_form(&arm_scope))
         .await;

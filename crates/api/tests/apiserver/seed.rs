@@ -21,6 +21,23 @@ fn seed_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/seed")
 }
 
+/// Lists a kind in a namespace (proving it is served) and says whether the list is empty.
+async fn list_is_empty<K>(client: &kube::Client, namespace: &str) -> bool
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+    K::DynamicType: Default,
+{
+    Api::<K>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty()
+}
+
 #[tokio::test]
 async fn every_crd_is_established_and_served() {
     let env = TestEnv::get().await;
@@ -42,39 +59,10 @@ async fn every_crd_is_established_and_served() {
     }
     let ns = env.namespace("crds").await;
     let client = env.admin();
-    let lp = ListParams::default();
-    assert!(
-        Api::<AzureIdentity>::namespaced(client.clone(), ns.name())
-            .list(&lp)
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    assert!(
-        Api::<AzureIdentityBinding>::namespaced(client.clone(), ns.name())
-            .list(&lp)
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    assert!(
-        Api::<AzureAssignedIdentity>::namespaced(client.clone(), ns.name())
-            .list(&lp)
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    assert!(
-        Api::<AzurePodIdentityException>::namespaced(client, ns.name())
-            .list(&lp)
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert!(list_is_empty::<AzureIdentity>(&client, ns.name()).await);
+    assert!(list_is_empty::<AzureIdentityBinding>(&client, ns.name()).await);
+    assert!(list_is_empty::<AzureAssignedIdentity>(&client, ns.name()).await);
+    assert!(list_is_empty::<AzurePodIdentityException>(&client, ns.name()).await);
 }
 
 #[tokio::test]
