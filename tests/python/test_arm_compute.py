@@ -86,6 +86,14 @@ def assigned(identity) -> dict[str, object]:
     return {k.lower(): v for k, v in identity.user_assigned_identities.items()}
 
 
+def scale_set_user_identities(changes: dict) -> VirtualMachineScaleSetUpdate:
+    """A scale-set PATCH body of type UserAssigned: `{id: UserAssignedIdentitiesValue()}` adds an
+    identity, `{id: None}` removes it (the SDK sends null)."""
+    return VirtualMachineScaleSetUpdate(
+        identity=VirtualMachineScaleSetIdentity(type="UserAssigned", user_assigned_identities=changes)
+    )
+
+
 def imds_token_for(emulator, monkeypatch, machine: str, client_id: str):
     monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", emulator.imds(machine))
     credential = ManagedIdentityCredential(client_id=client_id)
@@ -96,11 +104,7 @@ def imds_token_for(emulator, monkeypatch, machine: str, client_id: str):
 
 
 def test_the_sdk_sends_null_to_remove_an_identity():
-    body = VirtualMachineScaleSetUpdate(
-        identity=VirtualMachineScaleSetIdentity(
-            type="UserAssigned", user_assigned_identities={Demo.resource_id: None}
-        )
-    )
+    body = scale_set_user_identities({Demo.resource_id: None})
     sent = json.loads(json.dumps(body, cls=SdkJSONEncoder, exclude_readonly=True))
     assert sent == {
         "identity": {"type": "UserAssigned", "userAssignedIdentities": {Demo.resource_id: None}}
@@ -123,12 +127,7 @@ def test_scale_set_identity_add_then_remove(arm, monkeypatch):
     added = scale_sets.begin_update(
         NODE_RG,
         SCALE_SET,
-        VirtualMachineScaleSetUpdate(
-            identity=VirtualMachineScaleSetIdentity(
-                type="UserAssigned",
-                user_assigned_identities={Demo.resource_id: UserAssignedIdentitiesValue()},
-            )
-        ),
+        scale_set_user_identities({Demo.resource_id: UserAssignedIdentitiesValue()}),
     ).result()
     assert added.properties.provisioning_state == "Succeeded"
     assert set(assigned(added.identity)) == {Kubelet.resource_id.lower(), Demo.resource_id.lower()}
@@ -147,11 +146,7 @@ def test_scale_set_identity_add_then_remove(arm, monkeypatch):
     removed = scale_sets.begin_update(
         NODE_RG,
         SCALE_SET,
-        VirtualMachineScaleSetUpdate(
-            identity=VirtualMachineScaleSetIdentity(
-                type="UserAssigned", user_assigned_identities={Demo.resource_id: None}
-            )
-        ),
+        scale_set_user_identities({Demo.resource_id: None}),
     ).result()
     assert set(assigned(removed.identity)) == {Kubelet.resource_id.lower()}
     after_remove = scale_sets.get(NODE_RG, SCALE_SET)
@@ -172,22 +167,13 @@ def test_scale_set_keys_match_case_insensitively_as_mic_sends_them(arm):
     scale_sets.begin_update(
         NODE_RG,
         SCALE_SET,
-        VirtualMachineScaleSetUpdate(
-            identity=VirtualMachineScaleSetIdentity(
-                type="UserAssigned",
-                user_assigned_identities={ExternalDns.resource_id.lower(): UserAssignedIdentitiesValue()},
-            )
-        ),
+        scale_set_user_identities({ExternalDns.resource_id.lower(): UserAssignedIdentitiesValue()}),
     ).result()
     assert ExternalDns.resource_id.lower() in assigned(scale_sets.get(NODE_RG, SCALE_SET).identity)
     scale_sets.begin_update(
         NODE_RG.lower(),
         SCALE_SET.upper(),
-        VirtualMachineScaleSetUpdate(
-            identity=VirtualMachineScaleSetIdentity(
-                type="UserAssigned", user_assigned_identities={ExternalDns.resource_id: None}
-            )
-        ),
+        scale_set_user_identities({ExternalDns.resource_id: None}),
     ).result()
     keys = list(scale_sets.get(NODE_RG, SCALE_SET).identity.user_assigned_identities)
     assert [k.lower() for k in keys] == [Kubelet.resource_id.lower()]
@@ -200,11 +186,7 @@ def test_the_last_user_identity_goes_by_type_none_not_by_null(arm):
         scale_sets.begin_update(
             NODE_RG,
             SCALE_SET,
-            VirtualMachineScaleSetUpdate(
-                identity=VirtualMachineScaleSetIdentity(
-                    type="UserAssigned", user_assigned_identities={Kubelet.resource_id: None}
-                )
-            ),
+            scale_set_user_identities({Kubelet.resource_id: None}),
         ).result()
     assert failure.value.status_code == 400
     assert failure.value.error.code == "InvalidParameter"
@@ -284,14 +266,8 @@ def test_assigning_an_identity_that_does_not_exist_fails_the_whole_request(arm):
         client.virtual_machine_scale_sets.begin_update(
             NODE_RG,
             SCALE_SET,
-            VirtualMachineScaleSetUpdate(
-                identity=VirtualMachineScaleSetIdentity(
-                    type="UserAssigned",
-                    user_assigned_identities={
-                        Demo.resource_id: UserAssignedIdentitiesValue(),
-                        missing: UserAssignedIdentitiesValue(),
-                    },
-                )
+            scale_set_user_identities(
+                {Demo.resource_id: UserAssignedIdentitiesValue(), missing: UserAssignedIdentitiesValue()}
             ),
         ).result()
     assert failure.value.status_code == 400
@@ -319,12 +295,7 @@ def test_a_failed_operation_reports_its_error_and_changes_nothing(arm):
             },
         },
     )
-    update = VirtualMachineScaleSetUpdate(
-        identity=VirtualMachineScaleSetIdentity(
-            type="UserAssigned",
-            user_assigned_identities={Demo.resource_id: UserAssignedIdentitiesValue()},
-        )
-    )
+    update = scale_set_user_identities({Demo.resource_id: UserAssignedIdentitiesValue()})
     poller = client.virtual_machine_scale_sets.begin_update(NODE_RG, SCALE_SET, update)
     with pytest.raises(HttpResponseError) as failure:
         poller.result()
@@ -371,12 +342,7 @@ def test_a_reader_cannot_change_identities(start_emulator):
             client.virtual_machine_scale_sets.begin_update(
                 NODE_RG,
                 SCALE_SET,
-                VirtualMachineScaleSetUpdate(
-                    identity=VirtualMachineScaleSetIdentity(
-                        type="UserAssigned",
-                        user_assigned_identities={Demo.resource_id: UserAssignedIdentitiesValue()},
-                    )
-                ),
+                scale_set_user_identities({Demo.resource_id: UserAssignedIdentitiesValue()}),
             ).result()
     finally:
         client.close()
