@@ -14,8 +14,8 @@ use crate::{
 };
 
 fn seed_dir() -> PathBuf {
-    // /work/shared sits beside the checkout, locally and in CI.
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/seed")
+    // The seed story's manifests, as its user wrote them (examples/seed/README.md).
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed")
 }
 
 fn test_data(name: &str) -> Value {

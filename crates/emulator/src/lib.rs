@@ -1,7 +1,7 @@
 //! An Azure emulator faithful to the wire: ARM (compute identities, managed identities, role
 //! assignments), IMDS (one listener per machine) and Entra ID (v1/v2 token endpoints, OIDC,
 //! JWKS), with RBAC, throttling and fault injection. Facts it honours are in
-//! `shared/reference/azure-wire.md`; its world file and admin API are in docs/emulator.md.
+//! docs/azure-wire.md; its world file and admin API are in docs/emulator.md.
 
 pub mod admin;
 pub mod arm;
