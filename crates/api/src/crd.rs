@@ -1,5 +1,6 @@
 //! The four CustomResourceDefinitions: kube's derived CRDs, brought to upstream's shape (names,
-//! annotation, subresources, nullability) and given the apply-time validation rules.
+//! annotation, subresources, nullability, the stray `metadata` properties) and given the
+//! refusal rules (crate::rules) and the legacy key declarations (crate::legacy).
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use crate::rules::{LEGACY_KEYS, RESOURCE_ID_MAX_LENGTH, Rule, RuleScope, SpecKind, rules_for};
+use crate::kind::SpecKind;
+use crate::legacy::legacy_keys;
+use crate::rules::{RESOURCE_ID_MAX_LENGTH, Rule, rules_for};
 use crate::{
     AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzurePodIdentityException,
 };
@@ -40,46 +43,9 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     ]
 }
 
-/// A CRD as a file under `deploy/crds/`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CrdManifest {
-    /// `<plural>.aadpodidentity.k8s.io.yaml`
-    pub file_name: String,
-    /// The YAML document, with a header saying how it was generated.
-    pub yaml: String,
-}
-
-const GENERATED_HEADER: &str = "# Generated from crates/api by \
-    `K8S_OPENAPI_ENABLED_VERSION=1.36 cargo run -p podid-api --bin crdgen`; do not edit.\n";
-
-/// One manifest per CRD, as committed under `deploy/crds/`.
-pub fn crd_manifests() -> Vec<CrdManifest> {
-    crds()
-        .iter()
-        .map(|crd| CrdManifest {
-            file_name: format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or_default()),
-            yaml: format!("{GENERATED_HEADER}{}", to_yaml(crd)),
-        })
-        .collect()
-}
-
-/// All four CRDs as one multi-document YAML stream, ready for `kubectl apply -f -`.
-pub fn crds_yaml() -> String {
-    crds()
-        .iter()
-        .map(to_yaml)
-        .map(|doc| format!("---\n{doc}"))
-        .collect()
-}
-
-fn to_yaml(crd: &CustomResourceDefinition) -> String {
-    // A CRD is plain data (strings, maps, lists, numbers); serializing it cannot fail.
-    serde_yaml_ng::to_string(crd).expect("a CustomResourceDefinition serializes to YAML")
-}
-
 fn finish(
     mut crd: CustomResourceDefinition,
-    validated_spec: Option<SpecKind>,
+    checked: Option<SpecKind>,
     empty_subresources: bool,
 ) -> CustomResourceDefinition {
     // kube's `annotation` attribute would also stamp it on objects made with `new`.
@@ -101,10 +67,11 @@ fn finish(
             continue;
         };
         keep_only_upstream_nullables(schema);
-        if let Some(kind) = validated_spec
+        declare_stray_metadata(schema);
+        if let Some(kind) = checked
             && let Some(spec) = property_mut(schema, "spec")
         {
-            add_validation(spec, kind);
+            add_checks(spec, kind);
         }
     }
     crd
@@ -115,6 +82,14 @@ fn property_mut<'a>(
     name: &str,
 ) -> Option<&'a mut JSONSchemaProps> {
     schema.properties.as_mut()?.get_mut(name)
+}
+
+fn object_at_mut<'a>(
+    schema: &'a mut JSONSchemaProps,
+    path: &[&str],
+) -> Option<&'a mut JSONSchemaProps> {
+    path.iter()
+        .try_fold(schema, |object, name| property_mut(object, name))
 }
 
 /// Removes `nullable` that kube derives from every `Option`, except where upstream has it. A
@@ -145,49 +120,90 @@ fn keep_only_upstream_nullables(schema: &mut JSONSchemaProps) {
     }
 }
 
-/// Declares the legacy keys (so they reach the rules instead of being pruned) and attaches the
-/// validation rules to the spec schema and its `clientPassword`.
-fn add_validation(spec: &mut JSONSchemaProps, kind: SpecKind) {
-    for key in LEGACY_KEYS.iter().filter(|key| key.kind == kind) {
-        if let Some(scope) = scope_mut(spec, key.scope) {
-            // CEL only sees properties with a type, so the legacy key takes its canonical key's
-            // type; an object keeps whatever it holds, since it is rejected anyway.
-            let type_ = property_mut(scope, key.canonical).and_then(|c| c.type_.clone());
-            let is_object = type_.as_deref() == Some("object");
-            scope.properties.get_or_insert_default().insert(
-                key.legacy.to_owned(),
-                JSONSchemaProps {
-                    description: Some(format!(
-                        "Rejected: the pre-1.6 spelling of {}. Declared only so that the API \
-                         server reports it instead of silently dropping it.",
-                        key.canonical
-                    )),
-                    type_,
-                    x_kubernetes_preserve_unknown_fields: is_object.then_some(true),
-                    ..Default::default()
-                },
-            );
+/// Upstream's Go types embed an ObjectMeta in every spec and status, so its CRDs declare a
+/// `metadata` object there, and in the spec and status of the objects embedded in an
+/// AzureAssignedIdentity. Objects upstream wrote carry `metadata: {}` in those places; declaring
+/// it lets them apply with strict field validation and round-trip unchanged.
+fn declare_stray_metadata(resource: &mut JSONSchemaProps) {
+    for part in ["spec", "status"] {
+        let Some(part) = property_mut(resource, part) else {
+            continue;
+        };
+        for (_, embedded) in part.properties.iter_mut().flatten() {
+            if embedded.x_kubernetes_embedded_resource == Some(true) {
+                declare_stray_metadata(embedded);
+            }
         }
+        part.properties
+            .get_or_insert_default()
+            .insert("metadata".to_owned(), stray_metadata());
     }
+}
+
+fn stray_metadata() -> JSONSchemaProps {
+    // Go serializes the empty ObjectMeta as `{creationTimestamp: null}`. Declaring the key
+    // (not nullable) makes the API server drop the null instead of refusing an unknown field,
+    // and store `{}` exactly as upstream's CRD did.
+    let creation_timestamp = JSONSchemaProps {
+        type_: Some("string".to_owned()),
+        ..JSONSchemaProps::default()
+    };
+    JSONSchemaProps {
+        description: Some(
+            "Unused. Upstream's types embedded an object metadata here; declared so that \
+             objects written by upstream apply and round-trip unchanged."
+                .to_owned(),
+        ),
+        type_: Some("object".to_owned()),
+        properties: Some(BTreeMap::from([(
+            "creationTimestamp".to_owned(),
+            creation_timestamp,
+        )])),
+        ..JSONSchemaProps::default()
+    }
+}
+
+/// Declares the legacy keys (so they reach the rules and the warning policies instead of being
+/// pruned) and attaches the refusal rules to the spec.
+fn add_checks(spec: &mut JSONSchemaProps, kind: SpecKind) {
     if kind == SpecKind::AzureIdentity
         && let Some(resource_id) = property_mut(spec, "resourceID")
     {
         resource_id.max_length = Some(RESOURCE_ID_MAX_LENGTH);
     }
-    for rule in rules_for(kind) {
-        if let Some(scope) = scope_mut(spec, rule.scope) {
-            scope
-                .x_kubernetes_validations
-                .get_or_insert_default()
-                .push(validation_rule(rule));
-        }
-    }
+    declare_legacy_keys(spec, kind);
+    spec.x_kubernetes_validations =
+        Some(rules_for(kind).into_iter().map(validation_rule).collect());
 }
 
-fn scope_mut(spec: &mut JSONSchemaProps, scope: RuleScope) -> Option<&mut JSONSchemaProps> {
-    match scope {
-        RuleScope::Spec => Some(spec),
-        RuleScope::ClientPassword => property_mut(spec, "clientPassword"),
+fn declare_legacy_keys(spec: &mut JSONSchemaProps, kind: SpecKind) {
+    // Every copy is taken before any legacy key is inserted, so a legacy `ClientPassword` gets
+    // the canonical `{name, namespace}` and not the legacy `Name`/`Namespace` as well.
+    let copies: Vec<_> = legacy_keys(kind)
+        .filter_map(|key| {
+            let canonical = object_at_mut(spec, key.parent)?
+                .properties
+                .as_ref()?
+                .get(key.canonical)?
+                .clone();
+            let declared = JSONSchemaProps {
+                description: Some(format!(
+                    "The pre-1.6 spelling of {}, declared so that the API server refuses it or \
+                     warns about it instead of silently dropping it.",
+                    key.canonical
+                )),
+                ..canonical
+            };
+            Some((key, declared))
+        })
+        .collect();
+    for (key, declared) in copies {
+        if let Some(parent) = object_at_mut(spec, key.parent) {
+            parent
+                .properties
+                .get_or_insert_default()
+                .insert(key.legacy.to_owned(), declared);
+        }
     }
 }
 
@@ -206,6 +222,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
+    use crate::legacy::LEGACY_KEYS;
     use crate::rules::Reason;
 
     fn crd(kind: &str) -> CustomResourceDefinition {
@@ -311,7 +328,10 @@ mod tests {
                 assert_eq!(subresources, None, "{kind}");
             }
         }
-        let yaml = crds_yaml();
+        let yaml: String = crds()
+            .iter()
+            .map(|crd| serde_yaml_ng::to_string(crd).unwrap())
+            .collect();
         assert_eq!(yaml.matches("subresources: {}").count(), 2);
         assert!(!yaml.contains("status: {}"));
     }
@@ -444,18 +464,50 @@ mod tests {
     }
 
     #[test]
-    fn no_preserve_unknown_fields_outside_rejected_legacy_objects() {
+    fn nothing_keeps_unknown_fields_as_in_upstream() {
         for kind in KINDS {
             for (path, node) in nodes(kind) {
-                if node.get("x-kubernetes-preserve-unknown-fields").is_some() {
-                    let name = path.rsplit('.').next().unwrap();
-                    assert!(
-                        LEGACY_KEYS.iter().any(|key| key.legacy == name),
-                        "{kind}{path} keeps unknown fields"
+                assert!(
+                    node.get("x-kubernetes-preserve-unknown-fields").is_none(),
+                    "{kind}{path} keeps unknown fields"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn stray_metadata_is_declared_where_upstream_declares_it() {
+        let mut expected = Vec::new();
+        for kind in KINDS {
+            expected.extend([
+                format!("{kind}.spec.metadata"),
+                format!("{kind}.status.metadata"),
+            ]);
+        }
+        for reference in ["azureIdentityRef", "azureBindingRef"] {
+            for part in ["spec", "status"] {
+                expected.push(format!(
+                    "AzureAssignedIdentity.spec.{reference}.{part}.metadata"
+                ));
+            }
+        }
+        let mut found = Vec::new();
+        for kind in KINDS {
+            for (path, node) in nodes(kind) {
+                if path.ends_with("spec.metadata") || path.ends_with("status.metadata") {
+                    assert_eq!(node["type"], "object", "{kind}{path}");
+                    assert_eq!(
+                        node["properties"],
+                        serde_json::json!({"creationTimestamp": {"type": "string"}}),
+                        "{kind}{path}"
                     );
+                    found.push(format!("{kind}{path}"));
                 }
             }
         }
+        expected.sort();
+        found.sort();
+        assert_eq!(found, expected);
     }
 
     fn validations(node: &Value) -> Vec<ValidationRule> {
@@ -465,7 +517,7 @@ mod tests {
     }
 
     #[test]
-    fn every_rule_is_in_the_schema_with_message_path_and_reason() {
+    fn the_rules_are_on_the_spec_and_nowhere_else() {
         for (kind, spec_kind) in [
             ("AzureIdentity", SpecKind::AzureIdentity),
             ("AzureIdentityBinding", SpecKind::AzureIdentityBinding),
@@ -474,53 +526,52 @@ mod tests {
                 SpecKind::AzurePodIdentityException,
             ),
         ] {
-            let schema = schema_json(kind);
-            let spec = &schema["properties"]["spec"];
-            let expected = rules_for(spec_kind);
-            let mut found = 0;
-            for rule in &expected {
-                let node = match rule.scope {
-                    RuleScope::Spec => spec,
-                    RuleScope::ClientPassword => &spec["properties"]["clientPassword"],
-                };
-                assert!(
-                    validations(node).contains(&validation_rule(rule.clone())),
-                    "{kind}: {rule:?}"
-                );
-                found += 1;
+            let expected: Vec<ValidationRule> = rules_for(spec_kind)
+                .into_iter()
+                .map(validation_rule)
+                .collect();
+            assert!(!expected.is_empty(), "{kind}");
+            for (path, node) in nodes(kind) {
+                let found = validations(&node);
+                if path == ".spec" {
+                    assert_eq!(found, expected, "{kind}");
+                } else {
+                    assert!(found.is_empty(), "{kind}{path} has rules");
+                }
             }
-            let in_schema =
-                validations(spec).len() + validations(&spec["properties"]["clientPassword"]).len();
-            assert_eq!(in_schema, found, "{kind} has rules not listed by rules_for");
         }
     }
 
     #[test]
     fn identity_schema_contains_the_key_cel_rules() {
         let schema = schema_json("AzureIdentity");
-        let rules: Vec<String> = validations(&schema["properties"]["spec"])
-            .into_iter()
-            .map(|rule| rule.rule)
-            .collect();
-        for expected in [
-            "!has(self.ResourceID)",
-            "!has(self.type) || self.type in [0, 1, 2]",
-            "has(self.clientID) && self.clientID != ''",
-        ] {
-            assert!(rules.iter().any(|r| r == expected), "{expected}");
-        }
-        assert!(rules.iter().any(|r| r.contains(
+        let rules: Vec<ValidationRule> = validations(&schema["properties"]["spec"]);
+        let texts: Vec<&str> = rules.iter().map(|rule| rule.rule.as_str()).collect();
+        assert!(texts.contains(&"!has(self.type) || self.type in [0, 1, 2]"));
+        assert!(texts.contains(&"!(has(self.ResourceID)) || (has(self.resourceID))"));
+        assert!(texts.iter().any(|r| r.contains(
             "self.resourceID.matches('(?i)/subscriptions/(.+?)/resourcegroups/(.+?)/providers/Microsoft.ManagedIdentity/userAssignedIdentities/(.+)')"
         )));
         assert!(
-            rules
+            texts
                 .iter()
                 .any(|r| r.contains("self.clientPassword.__namespace__ != ''"))
         );
+        for rule in &rules {
+            assert!(
+                rule.reason.is_some() && rule.field_path.is_some(),
+                "{rule:?}"
+            );
+        }
+        let forbidden = rules
+            .iter()
+            .filter(|rule| rule.reason.as_deref() == Some(Reason::Forbidden.as_str()))
+            .count();
+        assert!(forbidden > 0);
     }
 
     #[test]
-    fn legacy_keys_are_declared_with_their_canonical_type() {
+    fn legacy_keys_are_declared_with_their_canonical_schema() {
         for (kind, spec_kind) in [
             ("AzureIdentity", SpecKind::AzureIdentity),
             ("AzureIdentityBinding", SpecKind::AzureIdentityBinding),
@@ -530,46 +581,34 @@ mod tests {
             ),
         ] {
             let schema = schema_json(kind);
-            let spec = &schema["properties"]["spec"];
-            for key in LEGACY_KEYS.iter().filter(|key| key.kind == spec_kind) {
-                let scope = match key.scope {
-                    RuleScope::Spec => spec,
-                    RuleScope::ClientPassword => &spec["properties"]["clientPassword"],
+            for key in legacy_keys(spec_kind) {
+                let mut parent = &schema["properties"]["spec"];
+                for name in key.parent {
+                    parent = &parent["properties"][*name];
+                }
+                // Compared without descriptions, and without the legacy keys declared inside
+                // the canonical object after the copy was taken.
+                let strip = |node: &Value| {
+                    let mut node = node.clone();
+                    node.as_object_mut().unwrap().remove("description");
+                    if let Some(properties) =
+                        node.get_mut("properties").and_then(Value::as_object_mut)
+                    {
+                        properties.retain(|name, _| !LEGACY_KEYS.iter().any(|k| k.legacy == name));
+                    }
+                    node
                 };
-                let legacy = &scope["properties"][key.legacy];
-                let canonical = &scope["properties"][key.canonical];
+                let legacy = &parent["properties"][key.legacy];
+                let canonical = &parent["properties"][key.canonical];
                 assert!(legacy["type"].is_string(), "{kind} {}", key.legacy);
-                assert_eq!(legacy["type"], canonical["type"], "{kind} {}", key.legacy);
-                let rule = validations(scope)
-                    .into_iter()
-                    .find(|rule| rule.field_path.as_deref() == Some(&format!(".{}", key.legacy)))
-                    .unwrap();
-                assert_eq!(rule.reason.as_deref(), Some(Reason::Forbidden.as_str()));
-                assert_eq!(rule.message, Some(key.message()));
+                assert_eq!(strip(legacy), strip(canonical), "{kind} {}", key.legacy);
             }
         }
-    }
-
-    #[test]
-    fn yaml_stream_holds_the_four_crds() {
-        let parsed: Vec<CustomResourceDefinition> =
-            serde_yaml_ng::Deserializer::from_str(&crds_yaml())
-                .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
-                .collect();
-        assert_eq!(parsed, crds());
-    }
-
-    #[test]
-    fn manifests_are_named_after_the_crds() {
-        let names: Vec<String> = crd_manifests().into_iter().map(|m| m.file_name).collect();
-        assert_eq!(
-            names,
-            [
-                "azureidentities.aadpodidentity.k8s.io.yaml",
-                "azureidentitybindings.aadpodidentity.k8s.io.yaml",
-                "azureassignedidentities.aadpodidentity.k8s.io.yaml",
-                "azurepodidentityexceptions.aadpodidentity.k8s.io.yaml",
-            ]
-        );
+        // The legacy object is the canonical one, not the canonical one plus its legacy keys.
+        let schema = schema_json("AzureIdentity");
+        let spec = &schema["properties"]["spec"]["properties"];
+        assert!(spec["clientPassword"]["properties"]["Name"].is_object());
+        assert!(spec["ClientPassword"]["properties"].get("Name").is_none());
+        assert_eq!(spec["ResourceID"]["maxLength"], RESOURCE_ID_MAX_LENGTH);
     }
 }

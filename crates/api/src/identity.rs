@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::names::{BEHAVIOR_ANNOTATION, BEHAVIOR_NAMESPACED};
 
 // Every field is optional on the wire (upstream writes them with `omitempty`); what each identity
-// type needs is enforced by the CRD's validation rules (crate::rules).
+// type needs is checked at apply time (crate::rules refuses, crate::warnings warns).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "aadpodidentity.k8s.io",

@@ -1,120 +1,12 @@
-//! Apply-time validation: the CEL rules (`x-kubernetes-validations`) the API server runs on
-//! create and update. Upstream accepted invalid objects and only logged at run time (or silently
-//! dropped misspelt keys); these rules reject them with a message saying what to change.
+//! Refusals: the CEL validation rules (`x-kubernetes-validations`) on each CRD's spec. They refuse
+//! only what could never work on upstream 1.8 (which accepted everything and failed at run
+//! time); what upstream accepted and used, even if inert or only in one mode, is left to the
+//! warnings (crate::warnings). Each message names the key and the fix.
 
+use crate::cel::Context;
 use crate::identity::RESOURCE_ID_PATTERN;
-
-/// Which kind's spec a rule or legacy key belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SpecKind {
-    /// `AzureIdentity.spec`
-    AzureIdentity,
-    /// `AzureIdentityBinding.spec`
-    AzureIdentityBinding,
-    /// `AzurePodIdentityException.spec`
-    AzurePodIdentityException,
-}
-
-impl SpecKind {
-    /// What silently stopped working upstream when a key was dropped.
-    fn noun(self) -> &'static str {
-        match self {
-            Self::AzureIdentity => "identity",
-            Self::AzureIdentityBinding => "binding",
-            Self::AzurePodIdentityException => "exception",
-        }
-    }
-}
-
-/// The object inside a spec that a rule is attached to (CEL's `self`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RuleScope {
-    /// The spec itself.
-    Spec,
-    /// `spec.clientPassword` (AzureIdentity only).
-    ClientPassword,
-}
-
-impl RuleScope {
-    /// JSON path of the scope object from the resource root.
-    pub fn path(self) -> &'static str {
-        match self {
-            Self::Spec => "spec",
-            Self::ClientPassword => "spec.clientPassword",
-        }
-    }
-}
-
-/// A key that older releases accepted (their JSON decoding ignored case) but the v1 CRD never
-/// declared, so the API server pruned it and the object silently lost the field. Declaring it
-/// lets the API server reject it with a message naming the right key instead.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LegacyKey {
-    /// Spec the key appears in.
-    pub kind: SpecKind,
-    /// Object the key appears in.
-    pub scope: RuleScope,
-    /// The old spelling.
-    pub legacy: &'static str,
-    /// The key to use instead.
-    pub canonical: &'static str,
-}
-
-const fn legacy(
-    kind: SpecKind,
-    scope: RuleScope,
-    legacy: &'static str,
-    canonical: &'static str,
-) -> LegacyKey {
-    LegacyKey {
-        kind,
-        scope,
-        legacy,
-        canonical,
-    }
-}
-
-/// Every rejected legacy spelling: the pre-1.6 capitalised forms the upstream migration docs
-/// list, the all-lowercase forms releases up to 1.5 wrote, and capitalised `Name`/`Namespace`
-/// inside `clientPassword`. Keys differing from a canonical key only by case rely on the API
-/// server accepting such properties side by side; adjust this one table if it does not.
-pub const LEGACY_KEYS: &[LegacyKey] = {
-    use RuleScope::{ClientPassword, Spec};
-    use SpecKind::{AzureIdentity, AzureIdentityBinding, AzurePodIdentityException};
-    &[
-        legacy(AzureIdentity, Spec, "ResourceID", "resourceID"),
-        legacy(AzureIdentity, Spec, "ClientID", "clientID"),
-        legacy(AzureIdentity, Spec, "ClientPassword", "clientPassword"),
-        legacy(AzureIdentity, Spec, "TenantID", "tenantID"),
-        legacy(AzureIdentity, Spec, "resourceid", "resourceID"),
-        legacy(AzureIdentity, Spec, "clientid", "clientID"),
-        legacy(AzureIdentity, Spec, "clientpassword", "clientPassword"),
-        legacy(AzureIdentity, Spec, "tenantid", "tenantID"),
-        legacy(AzureIdentity, Spec, "adresourceid", "adResourceID"),
-        legacy(AzureIdentity, Spec, "adendpoint", "adEndpoint"),
-        legacy(AzureIdentity, ClientPassword, "Name", "name"),
-        legacy(AzureIdentity, ClientPassword, "Namespace", "namespace"),
-        legacy(AzureIdentityBinding, Spec, "AzureIdentity", "azureIdentity"),
-        legacy(AzureIdentityBinding, Spec, "Selector", "selector"),
-        legacy(AzureIdentityBinding, Spec, "azureidentity", "azureIdentity"),
-        legacy(AzurePodIdentityException, Spec, "PodLabels", "podLabels"),
-        legacy(AzurePodIdentityException, Spec, "podlabels", "podLabels"),
-    ]
-};
-
-impl LegacyKey {
-    /// The message the API server returns when an object uses this key.
-    pub fn message(&self) -> String {
-        let path = self.scope.path();
-        format!(
-            "{path}.{legacy} is the pre-1.6 spelling of {path}.{canonical}: rename the key to \
-             {canonical} (upstream 1.8 silently dropped it and the {noun} never worked)",
-            legacy = self.legacy,
-            canonical = self.canonical,
-            noun = self.kind.noun(),
-        )
-    }
-}
+use crate::kind::SpecKind;
+use crate::legacy::{WhenAlone, legacy_keys};
 
 /// Kubernetes' reason for a failed rule, which sets how the error reads (`Required value`,
 /// `Forbidden`, `Invalid value`).
@@ -139,265 +31,244 @@ impl Reason {
     }
 }
 
-/// One `x-kubernetes-validations` entry.
+/// One `x-kubernetes-validations` entry on a spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rule {
-    /// Object the rule is attached to.
-    pub scope: RuleScope,
-    /// CEL expression; `self` is the scope object.
+    /// CEL expression that must hold; `self` is the spec.
     pub rule: String,
     /// Error message: what is wrong and how to fix it.
     pub message: String,
-    /// Field the error is reported on, relative to the scope (`.resourceID`).
+    /// Field the error is reported on, relative to the spec (`.resourceID`).
     pub field_path: String,
     /// How the error reads.
     pub reason: Reason,
 }
 
-fn rule(scope: RuleScope, rule: String, field: &str, reason: Reason, message: &str) -> Rule {
+fn rule(rule: String, field: &[&str], reason: Reason, message: impl Into<String>) -> Rule {
     Rule {
-        scope,
         rule,
-        message: message.to_owned(),
-        field_path: format!(".{field}"),
+        message: message.into(),
+        field_path: format!(".{}", field.join(".")),
         reason,
     }
 }
 
-/// Not a type-0 identity (`type` omitted means 0).
-const IS_NOT_MANAGED_IDENTITY: &str = "(has(self.type) && self.type != 0)";
-/// A service principal: `type` 1 or 2.
-const IS_SERVICE_PRINCIPAL: &str = "(has(self.type) && (self.type == 1 || self.type == 2))";
-
-/// `has(self.<field>) && self.<field> != ''` for a string field.
-fn non_empty(field: &str) -> String {
-    format!("has(self.{field}) && self.{field} != ''")
-}
-
-const RESOURCE_ID_SHAPE: &str = "/subscriptions/<subscription-id>/resourcegroups/<resource-group>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>";
+/// The shape of a user-assigned managed identity's ARM ID, as messages show it.
+pub const RESOURCE_ID_SHAPE: &str = "/subscriptions/<subscription-id>/resourcegroups/<resource-group>/providers/Microsoft.ManagedIdentity/userAssignedIdentities/<name>";
 
 /// Longest accepted `spec.resourceID`; bounds the CEL cost of the pattern match (real ARM IDs are
-/// under 300 characters).
+/// under 400 characters).
 pub const RESOURCE_ID_MAX_LENGTH: i64 = 1024;
 
-/// The rules for one kind's spec, legacy keys first.
+/// Most auxiliary tenants a type-1 identity may list: go-autorest refuses more ("must specify one
+/// to three auxiliary tenants"), so upstream failed every token request of such an identity.
+pub const MAX_AUXILIARY_TENANTS: usize = 3;
+
+/// The refusal rules of one kind's spec, legacy keys first.
 pub fn rules_for(kind: SpecKind) -> Vec<Rule> {
-    let legacy_rules = LEGACY_KEYS
-        .iter()
-        .filter(|key| key.kind == kind)
-        .map(|key| {
+    let legacy = legacy_keys(kind).flat_map(|key| {
+        let alone = (key.when_alone == WhenAlone::Refuse).then(|| {
             rule(
-                key.scope,
-                format!("!has(self.{})", key.legacy),
-                key.legacy,
+                key.not_alone(Context::Crd),
+                &key.legacy_path(),
                 Reason::Forbidden,
-                &key.message(),
+                key.alone_message(),
             )
         });
-    let spec_rules = match kind {
+        let conflict = rule(
+            key.not_conflicting(Context::Crd),
+            &key.legacy_path(),
+            Reason::Forbidden,
+            key.conflict_message(),
+        );
+        alone.into_iter().chain([conflict])
+    });
+    let spec = match kind {
         SpecKind::AzureIdentity => identity_rules(),
-        SpecKind::AzureIdentityBinding => binding_rules(),
-        SpecKind::AzurePodIdentityException => exception_rules(),
+        SpecKind::AzureIdentityBinding | SpecKind::AzurePodIdentityException => Vec::new(),
     };
-    legacy_rules.chain(spec_rules).collect()
+    legacy.chain(spec).collect()
 }
 
 fn identity_rules() -> Vec<Rule> {
     use Reason::{Invalid, Required};
-    use RuleScope::Spec;
+    let crd = Context::Crd;
+    let service_principal = crd.is_service_principal();
+    let required_for_service_principal = |path: &[&str], message: &str| {
+        rule(
+            format!("!{service_principal} || ({})", crd.non_empty_string(path)),
+            path,
+            Required,
+            message,
+        )
+    };
     vec![
         rule(
-            Spec,
-            "!has(self.type) || self.type in [0, 1, 2]".into(),
-            "type",
+            format!(
+                "!{} || {} in [0, 1, 2]",
+                crd.has(&["type"]),
+                crd.field(&["type"])
+            ),
+            &["type"],
             Invalid,
             "spec.type must be 0 (user-assigned managed identity), 1 (service principal with a \
              client secret) or 2 (service principal with a PKCS#12 certificate); omit it for 0",
         ),
         rule(
-            Spec,
-            non_empty("clientID"),
-            "clientID",
-            Required,
-            "spec.clientID is required: set it to the client ID of the user-assigned managed \
-             identity (type 0) or of the service principal's app registration (types 1 and 2)",
-        ),
-        rule(
-            Spec,
-            format!("{IS_NOT_MANAGED_IDENTITY} || ({})", non_empty("resourceID")),
-            "resourceID",
-            Required,
-            &format!(
-                "spec.resourceID is required for a user-assigned managed identity (type 0, also \
-                 when type is omitted): set it to the identity's ARM ID, {RESOURCE_ID_SHAPE}"
-            ),
-        ),
-        rule(
-            Spec,
             format!(
-                "{IS_NOT_MANAGED_IDENTITY} || !has(self.resourceID) || self.resourceID == '' || \
-                 self.resourceID.matches('{RESOURCE_ID_PATTERN}')"
+                "!{managed} || !({present}) || {field}.matches('{RESOURCE_ID_PATTERN}')",
+                managed = crd.is_managed_identity(),
+                present = crd.non_empty_string(&["resourceID"]),
+                field = crd.field(&["resourceID"]),
             ),
-            "resourceID",
+            &["resourceID"],
             Invalid,
-            &format!(
+            format!(
                 "spec.resourceID must be the ARM ID of a user-assigned managed identity, \
-                 {RESOURCE_ID_SHAPE} (any letter case): copy it from `az identity show --query id`"
+                 {RESOURCE_ID_SHAPE} (any letter case): copy it from `az identity show --query \
+                 id`, or omit it in managed mode"
             ),
         ),
-        rule(
-            Spec,
-            format!("!{IS_SERVICE_PRINCIPAL} || ({})", non_empty("tenantID")),
-            "tenantID",
-            Required,
+        required_for_service_principal(
+            &["clientID"],
+            "spec.clientID is required for a service principal (type 1 or 2): set it to the \
+             application (client) ID of its app registration",
+        ),
+        required_for_service_principal(
+            &["tenantID"],
             "spec.tenantID is required for a service principal (type 1 or 2): set it to the ID \
              of the Entra ID tenant of the app registration",
         ),
-        rule(
-            Spec,
-            format!(
-                "!{IS_SERVICE_PRINCIPAL} || (has(self.clientPassword) && \
-                 has(self.clientPassword.name) && self.clientPassword.name != '')"
-            ),
-            "clientPassword.name",
-            Required,
+        required_for_service_principal(
+            &["clientPassword", "name"],
             "spec.clientPassword.name is required for a service principal (type 1 or 2): set it \
              to the name of the Secret holding the client secret (type 1, key clientSecret) or \
              the certificate (type 2, keys certificate and password)",
         ),
-        // `namespace` is a CEL reserved word, so Kubernetes exposes the property as
-        // `__namespace__`.
-        rule(
-            Spec,
-            format!(
-                "!{IS_SERVICE_PRINCIPAL} || (has(self.clientPassword) && \
-                 has(self.clientPassword.__namespace__) && \
-                 self.clientPassword.__namespace__ != '')"
-            ),
-            "clientPassword.namespace",
-            Required,
+        required_for_service_principal(
+            &["clientPassword", "namespace"],
             "spec.clientPassword.namespace is required for a service principal (type 1 or 2): \
              set it to the namespace of that Secret (it does not default to the identity's \
              namespace)",
         ),
-    ]
-}
-
-fn binding_rules() -> Vec<Rule> {
-    use Reason::Required;
-    use RuleScope::Spec;
-    vec![
         rule(
-            Spec,
-            non_empty("azureIdentity"),
-            "azureIdentity",
-            Required,
-            "spec.azureIdentity is required: set it to the name of an AzureIdentity in the \
-             binding's namespace",
-        ),
-        rule(
-            Spec,
-            non_empty("selector"),
-            "selector",
-            Required,
-            "spec.selector is required: set it to the value of the aadpodidbinding label of the \
-             pods that use the identity (matched exactly, case-sensitive)",
+            format!(
+                "!{type_1} || !{present} || size({field}) <= {MAX_AUXILIARY_TENANTS}",
+                type_1 = crd.is_type(1),
+                present = crd.has(&["auxiliaryTenantIDs"]),
+                field = crd.field(&["auxiliaryTenantIDs"]),
+            ),
+            &["auxiliaryTenantIDs"],
+            Invalid,
+            format!(
+                "spec.auxiliaryTenantIDs lists more than {MAX_AUXILIARY_TENANTS} tenants: a \
+                 service principal with a client secret (type 1) can get tokens from at most \
+                 {MAX_AUXILIARY_TENANTS} auxiliary tenants, and upstream failed every token \
+                 request of such an identity"
+            ),
         ),
     ]
-}
-
-fn exception_rules() -> Vec<Rule> {
-    vec![rule(
-        RuleScope::Spec,
-        "has(self.podLabels) && size(self.podLabels) > 0".into(),
-        "podLabels",
-        Reason::Required,
-        "spec.podLabels needs at least one label: a pod in the exception's namespace is excepted \
-         when any one of them matches its labels (values compared ignoring case)",
-    )]
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
-
     use super::*;
+    use crate::legacy::LEGACY_KEYS;
 
-    #[test]
-    fn legacy_keys_are_unique_and_differ_from_their_canonical_key() {
-        let mut seen = HashSet::new();
-        for key in LEGACY_KEYS {
-            assert!(
-                seen.insert((key.kind, key.scope, key.legacy)),
-                "{key:?} twice"
-            );
-            assert_ne!(key.legacy, key.canonical);
-            assert!(key.legacy.eq_ignore_ascii_case(key.canonical), "{key:?}");
-        }
-    }
-
-    #[test]
-    fn legacy_message_names_the_right_key() {
-        let resource_id = LEGACY_KEYS
+    fn find<'a>(rules: &'a [Rule], field_path: &str, message_start: &str) -> &'a Rule {
+        rules
             .iter()
-            .find(|key| key.legacy == "ResourceID")
-            .unwrap();
-        assert_eq!(
-            resource_id.message(),
-            "spec.ResourceID is the pre-1.6 spelling of spec.resourceID: rename the key to \
-             resourceID (upstream 1.8 silently dropped it and the identity never worked)"
-        );
-        let name = LEGACY_KEYS.iter().find(|key| key.legacy == "Name").unwrap();
-        assert_eq!(
-            name.message(),
-            "spec.clientPassword.Name is the pre-1.6 spelling of spec.clientPassword.name: rename \
-             the key to name (upstream 1.8 silently dropped it and the identity never worked)"
-        );
+            .find(|r| r.field_path == field_path && r.message.starts_with(message_start))
+            .unwrap_or_else(|| panic!("no rule on {field_path} saying {message_start:?}"))
     }
 
     #[test]
-    fn every_legacy_key_gets_a_forbidding_rule() {
-        for kind in [
-            SpecKind::AzureIdentity,
-            SpecKind::AzureIdentityBinding,
-            SpecKind::AzurePodIdentityException,
-        ] {
+    fn each_legacy_key_refuses_a_conflict_and_a_needed_key_also_refuses_being_alone() {
+        for kind in SpecKind::ALL {
             let rules = rules_for(kind);
             for key in LEGACY_KEYS.iter().filter(|key| key.kind == kind) {
-                let expected = format!("!has(self.{})", key.legacy);
-                let found = rules.iter().find(|r| r.rule == expected).unwrap();
-                assert_eq!(found.scope, key.scope);
-                assert_eq!(found.reason, Reason::Forbidden);
-                assert_eq!(found.field_path, format!(".{}", key.legacy));
+                let path = format!(".{}", key.legacy_path().join("."));
+                let conflict = find(&rules, &path, &key.conflict_message());
+                assert_eq!(conflict.rule, key.not_conflicting(Context::Crd));
+                assert_eq!(conflict.reason, Reason::Forbidden);
+                let alone = rules
+                    .iter()
+                    .find(|r| r.field_path == path && r.message == key.alone_message());
+                match key.when_alone {
+                    WhenAlone::Refuse => {
+                        assert_eq!(alone.unwrap().rule, key.not_alone(Context::Crd));
+                    }
+                    WhenAlone::Warn(_) => assert!(alone.is_none(), "{key:?}"),
+                }
             }
         }
     }
 
     #[test]
+    fn bindings_and_exceptions_are_refused_only_for_legacy_keys() {
+        for kind in [
+            SpecKind::AzureIdentityBinding,
+            SpecKind::AzurePodIdentityException,
+        ] {
+            for rule in rules_for(kind) {
+                assert!(
+                    rule.message.contains("pre-1.6 spelling"),
+                    "{kind:?}: {rule:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_resource_id_or_client_id_of_a_managed_identity_is_not_refused() {
+        let rules = rules_for(SpecKind::AzureIdentity);
+        for rule in rules.iter().filter(|r| r.reason == Reason::Required) {
+            assert!(
+                rule.rule
+                    .starts_with(&format!("!{} || ", Context::Crd.is_service_principal())),
+                "{rule:?} applies to managed identities"
+            );
+        }
+        let resource_id = find(&rules, ".resourceID", "spec.resourceID must be");
+        // Absent or empty passes; only a present value is matched against the pattern.
+        assert!(
+            resource_id
+                .rule
+                .contains("!(has(self.resourceID) && self.resourceID != '')")
+        );
+    }
+
+    #[test]
     fn resource_id_rule_uses_the_upstream_pattern_case_insensitively() {
         let rules = rules_for(SpecKind::AzureIdentity);
-        let pattern_rule = rules.iter().find(|r| r.rule.contains(".matches(")).unwrap();
+        let pattern_rule = find(&rules, ".resourceID", "spec.resourceID must be");
         assert!(
             pattern_rule
                 .rule
-                .contains(&format!("'{RESOURCE_ID_PATTERN}'"))
+                .contains(&format!("self.resourceID.matches('{RESOURCE_ID_PATTERN}')"))
         );
         assert!(RESOURCE_ID_PATTERN.starts_with("(?i)"));
         assert!(!RESOURCE_ID_PATTERN.contains('\''));
     }
 
     #[test]
-    fn every_message_names_a_spec_field() {
-        for kind in [
-            SpecKind::AzureIdentity,
-            SpecKind::AzureIdentityBinding,
-            SpecKind::AzurePodIdentityException,
-        ] {
+    fn auxiliary_tenants_are_limited_for_type_1_only() {
+        let rules = rules_for(SpecKind::AzureIdentity);
+        let aux = find(&rules, ".auxiliaryTenantIDs", "spec.auxiliaryTenantIDs");
+        assert_eq!(
+            aux.rule,
+            "!(has(self.type) && self.type == 1) || !has(self.auxiliaryTenantIDs) || \
+             size(self.auxiliaryTenantIDs) <= 3"
+        );
+    }
+
+    #[test]
+    fn every_message_starts_with_the_field_it_is_reported_on() {
+        for kind in SpecKind::ALL {
             for rule in rules_for(kind) {
                 let field = rule.field_path.trim_start_matches('.');
                 assert!(
-                    rule.message
-                        .starts_with(&format!("{}.{field} ", rule.scope.path())),
+                    rule.message.starts_with(&format!("spec.{field} ")),
                     "{rule:?}"
                 );
             }

@@ -1,4 +1,5 @@
-//! The CRDs committed under deploy/crds/ are exactly what the code generates.
+//! The CRDs and warning policies committed under deploy/crds/ are exactly what the code
+//! generates.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ fn crd_dir() -> PathBuf {
 
 #[test]
 fn committed_crds_match_the_generated_ones() {
-    for manifest in podid_api::crd_manifests() {
+    for manifest in podid_api::manifests() {
         let path = crd_dir().join(&manifest.file_name);
         let committed = std::fs::read_to_string(&path)
             .unwrap_or_else(|err| panic!("cannot read {}: {err}; {REGENERATE}", path.display()));
@@ -26,7 +27,7 @@ fn committed_crds_match_the_generated_ones() {
 
 #[test]
 fn deploy_crds_holds_no_other_files() {
-    let expected: BTreeSet<String> = podid_api::crd_manifests()
+    let expected: BTreeSet<String> = podid_api::manifests()
         .into_iter()
         .map(|m| m.file_name)
         .collect();

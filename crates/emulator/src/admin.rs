@@ -1,5 +1,6 @@
-//! The admin API (plain HTTP on loopback): fault rules, the request journal and counters, the
-//! clock, knobs, a world snapshot, and reset. Documented in docs/emulator.md.
+//! The admin API (plain HTTP on loopback): fault rules and the requests they hold, the request
+//! journal and counters, the clock, knobs, a world snapshot, and reset. Documented in
+//! docs/emulator.md.
 
 use std::sync::Arc;
 
@@ -11,8 +12,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::clock::ClockMode;
 use crate::faults::{FaultRuleSpec, Surface};
-use crate::knobs::Knobs;
 use crate::state::Shared;
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -24,9 +25,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
             post(add_fault).get(list_faults).delete(clear_faults),
         )
         .route("/admin/faults/{id}", delete(remove_fault))
+        .route("/admin/held", get(held))
+        .route("/admin/held/release", post(release_held))
+        .route("/admin/held/{id}/release", post(release_one))
         .route("/admin/journal", get(journal).delete(clear_journal))
         .route("/admin/counters", get(counters))
-        .route("/admin/clock", get(clock).post(advance_clock))
+        .route("/admin/clock", get(clock).post(change_clock))
         .route("/admin/knobs", get(knobs).patch(patch_knobs))
         .route("/admin/reset", post(reset))
         .merge(crate::arm::admin_routes())
@@ -113,23 +117,117 @@ async fn counters(State(s): State<Arc<Shared>>) -> Json<Value> {
     Json(json!(s.journal.counts()))
 }
 
-async fn clock(State(s): State<Arc<Shared>>) -> Json<Value> {
-    Json(json!({ "now": s.clock.unix(), "offsetSeconds": s.clock.offset().as_secs() }))
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct HeldQuery {
+    /// Only requests held by this rule.
+    #[serde(default)]
+    rule: Option<u64>,
+    /// Answer only once this many are held (or the wait is over).
+    #[serde(default)]
+    at_least: Option<usize>,
+    #[serde(default = "default_hold_wait")]
+    wait_seconds: u64,
+}
+
+fn default_hold_wait() -> u64 {
+    30
+}
+
+/// The longest a `GET /admin/held?atLeast=` may wait, so no admin request hangs for ever.
+const MAX_HOLD_WAIT_SECS: u64 = 600;
+
+async fn held(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HeldQuery>,
+) -> Result<Json<Value>, AdminError> {
+    let holds = s.faults.holds();
+    let Some(at_least) = q.at_least else {
+        return Ok(Json(json!(holds.list(q.rule))));
+    };
+    let wait = std::time::Duration::from_secs(q.wait_seconds.min(MAX_HOLD_WAIT_SECS));
+    match holds.wait_for(at_least, q.rule, wait).await {
+        Ok(held) => Ok(Json(json!(held))),
+        Err(held) => Err(AdminError(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "{} request(s) held after waiting {} s, expected at least {at_least}",
+                held.len(),
+                wait.as_secs()
+            ),
+        )),
+    }
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct AdvanceClock {
-    advance_seconds: u64,
+struct ReleaseQuery {
+    #[serde(default)]
+    rule: Option<u64>,
 }
 
-async fn advance_clock(
+async fn release_held(State(s): State<Arc<Shared>>, Query(q): Query<ReleaseQuery>) -> Json<Value> {
+    Json(json!({ "released": s.faults.holds().release_where(q.rule) }))
+}
+
+async fn release_one(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<u64>,
+) -> Result<StatusCode, AdminError> {
+    if s.faults.holds().release(id) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(AdminError(
+            StatusCode::NOT_FOUND,
+            format!("no held request with id {id}"),
+        ))
+    }
+}
+
+async fn clock(State(s): State<Arc<Shared>>) -> Json<Value> {
+    let now = s.clock.now();
+    let now_ms = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    Json(json!({
+        "now": crate::clock::unix_seconds(now),
+        "nowMs": now_ms,
+        "mode": s.clock.mode(),
+        "offsetSeconds": s.clock.advanced().as_secs(),
+    }))
+}
+
+/// `POST /admin/clock`: move forward by seconds and/or milliseconds, and/or switch mode.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ClockChange {
+    #[serde(default)]
+    advance_seconds: Option<u64>,
+    #[serde(default)]
+    advance_ms: Option<u64>,
+    #[serde(default)]
+    mode: Option<ClockMode>,
+}
+
+async fn change_clock(
     State(s): State<Arc<Shared>>,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, AdminError> {
-    let req: AdvanceClock = parse_body(&body)?;
-    s.clock
-        .advance(std::time::Duration::from_secs(req.advance_seconds));
+    let req: ClockChange = parse_body(&body)?;
+    if req.advance_seconds.is_none() && req.advance_ms.is_none() && req.mode.is_none() {
+        return Err(AdminError(
+            StatusCode::BAD_REQUEST,
+            "give advanceSeconds, advanceMs or mode".into(),
+        ));
+    }
+    // A mode switch comes first, so an advance in the same request moves the new mode's time.
+    if let Some(mode) = req.mode {
+        s.clock.set_mode(mode);
+    }
+    let by = std::time::Duration::from_secs(req.advance_seconds.unwrap_or(0)).saturating_add(
+        std::time::Duration::from_millis(req.advance_ms.unwrap_or(0)),
+    );
+    s.clock.advance(by);
     Ok(clock(State(s)).await)
 }
 
@@ -143,43 +241,14 @@ async fn patch_knobs(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, AdminError> {
     let patch: Value = parse_body(&body)?;
-    let mut current = json!(s.knobs());
-    merge(&mut current, &patch);
-    let knobs: Knobs = serde_json::from_value(current)
-        .map_err(|e| AdminError(StatusCode::BAD_REQUEST, format!("invalid knobs: {e}")))?;
-    s.set_knobs(knobs);
-    Ok(Json(json!(s.knobs())))
-}
-
-fn merge(target: &mut Value, patch: &Value) {
-    match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        (t, p) => *t = p.clone(),
-    }
+    let knobs = s
+        .patch_knobs(&patch)
+        .map_err(|e| AdminError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    Ok(Json(json!(knobs)))
 }
 
 async fn reset(State(s): State<Arc<Shared>>) -> Result<StatusCode, AdminError> {
     s.reset()
         .map_err(|e| AdminError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn merge_patch_replaces_nested_values_and_removes_nulls() {
-        let mut v = json!({"imds": {"a": 1, "b": 2}, "arm": {"c": 3}});
-        merge(&mut v, &json!({"imds": {"a": 5, "b": null}}));
-        assert_eq!(v, json!({"imds": {"a": 5}, "arm": {"c": 3}}));
-    }
 }

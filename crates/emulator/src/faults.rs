@@ -1,11 +1,16 @@
 //! Fault rules: the admin API installs them, each surface's middleware consults them before
 //! the real handler runs. A rule matches on surface, method, path and (for IMDS) machine or
-//! client ID, fires a number of times (or until removed), and either delays the request or
-//! answers it with an error in the surface's own error shape.
+//! client ID, fires a number of times (or until removed), and either delays the request, holds
+//! it until a test releases it ([`hold`]), or answers it with an error in the surface's own
+//! error shape.
+
+pub mod hold;
 
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
+
+use hold::Holds;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -51,8 +56,10 @@ pub struct FaultRuleSpec {
 pub enum FaultAction {
     /// Answer with an error in the surface's shape.
     Error(ErrorFault),
-    /// Wait before handling the request normally.
+    /// Wait (real time, whatever the clock mode) before handling the request normally.
     Delay { ms: u64 },
+    /// Hold the request until it is released through the admin API, then handle it normally.
+    Hold,
     /// ARM: the next matching long-running operation ends `Failed` with this error.
     LroFailure { code: String, message: String },
 }
@@ -120,9 +127,18 @@ pub enum FaultError {
     WrongSurface(&'static str, &'static str),
 }
 
+/// A rule that fired for a request: which one, and what it does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fired {
+    pub rule: u64,
+    pub action: FaultAction,
+}
+
+/// The fault rules of one emulator, and the requests their `hold` rules are holding.
 #[derive(Debug, Default)]
 pub struct FaultBook {
     inner: Mutex<FaultBookInner>,
+    holds: Holds,
 }
 
 #[derive(Debug, Default)]
@@ -184,24 +200,39 @@ impl FaultBook {
         Ok(rule)
     }
 
+    /// Removes a rule; requests it holds go on. False if there is no such rule (a rule whose
+    /// `times` ran out is gone already; what it holds is released through [`Holds`]).
     pub fn remove(&self, id: u64) -> bool {
-        let mut inner = self.lock();
-        let before = inner.rules.len();
-        inner.rules.retain(|r| r.id != id);
-        inner.rules.len() != before
+        let removed = {
+            let mut inner = self.lock();
+            let before = inner.rules.len();
+            inner.rules.retain(|r| r.id != id);
+            inner.rules.len() != before
+        };
+        if removed {
+            self.holds.release_where(Some(id));
+        }
+        removed
     }
 
+    /// Removes every rule; every held request goes on.
     pub fn clear(&self) {
         self.lock().rules.clear();
+        self.holds.release_where(None);
+    }
+
+    /// Requests held by `hold` rules.
+    pub fn holds(&self) -> &Holds {
+        &self.holds
     }
 
     pub fn list(&self) -> Vec<FaultRule> {
         self.lock().rules.clone()
     }
 
-    /// The action of the first rule that matches a request, consuming one of its `times`.
+    /// The first rule that matches a request, consuming one of its `times`.
     /// `LroFailure` rules are never returned here; see [`FaultBook::take_lro_failure`].
-    pub fn take(&self, surface: Surface, req: &FaultRequest<'_>) -> Option<FaultAction> {
+    pub fn take(&self, surface: Surface, req: &FaultRequest<'_>) -> Option<Fired> {
         self.take_where(surface, req, |a| {
             !matches!(a, FaultAction::LroFailure { .. })
         })
@@ -212,7 +243,10 @@ impl FaultBook {
         match self.take_where(Surface::Arm, req, |a| {
             matches!(a, FaultAction::LroFailure { .. })
         }) {
-            Some(FaultAction::LroFailure { code, message }) => Some((code, message)),
+            Some(Fired {
+                action: FaultAction::LroFailure { code, message },
+                ..
+            }) => Some((code, message)),
             _ => None,
         }
     }
@@ -222,7 +256,7 @@ impl FaultBook {
         surface: Surface,
         req: &FaultRequest<'_>,
         kind: impl Fn(&FaultAction) -> bool,
-    ) -> Option<FaultAction> {
+    ) -> Option<Fired> {
         let mut inner = self.lock();
         let index = inner
             .rules
@@ -230,14 +264,17 @@ impl FaultBook {
             .position(|r| kind(&r.spec.action) && r.matches(surface, req))?;
         let rule = &mut inner.rules[index];
         rule.fired += 1;
-        let action = rule.spec.action.clone();
+        let fired = Fired {
+            rule: rule.id,
+            action: rule.spec.action.clone(),
+        };
         if let Some(times) = rule.spec.times.as_mut() {
             *times = times.saturating_sub(1);
             if *times == 0 {
                 inner.rules.remove(index);
             }
         }
-        Some(action)
+        Some(fired)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, FaultBookInner> {
@@ -289,7 +326,7 @@ mod tests {
             client_id: Some("abc"),
         };
         assert_eq!(
-            book.take(Surface::Imds, &req),
+            book.take(Surface::Imds, &req).map(|f| f.action),
             Some(FaultAction::Delay { ms: 5 })
         );
         req.machine = Some("vmss_1");
@@ -324,5 +361,51 @@ mod tests {
             .add(spec(serde_json::json!({"surface": "arm", "path": "(", "action": {"kind": "delay", "ms": 1}})))
             .expect_err("bad regex");
         assert!(err.to_string().contains("\"(\""), "{err}");
+    }
+
+    #[test]
+    fn a_fired_rule_names_itself() {
+        let book = FaultBook::default();
+        let rule = book
+            .add(spec(
+                serde_json::json!({"surface": "entra", "action": {"kind": "hold"}}),
+            ))
+            .expect("added");
+        let req = FaultRequest {
+            method: "POST",
+            path: "/t/oauth2/v2.0/token",
+            ..Default::default()
+        };
+        assert_eq!(
+            book.take(Surface::Entra, &req),
+            Some(Fired {
+                rule: rule.id,
+                action: FaultAction::Hold
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn removing_a_hold_rule_releases_what_it_holds() {
+        let book = FaultBook::default();
+        let hold = serde_json::json!({"surface": "imds", "action": {"kind": "hold"}});
+        let first = book.add(spec(hold.clone())).expect("added").id;
+        let second = book.add(spec(hold)).expect("added").id;
+        let request = |rule| hold::HoldRequest {
+            rule,
+            surface: Surface::Imds,
+            method: "GET".into(),
+            path: "/".into(),
+            machine: None,
+            client_id: None,
+        };
+        let a = book.holds().hold(request(first));
+        let b = book.holds().hold(request(second));
+        assert!(book.remove(first));
+        a.released().await;
+        assert_eq!(book.holds().list(None).len(), 1);
+        book.clear();
+        b.released().await;
+        assert!(book.holds().list(None).is_empty());
     }
 }

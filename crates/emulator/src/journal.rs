@@ -6,11 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{Request, State};
+use axum::http::HeaderMap;
 use axum::middleware::Next;
-use axum::response::{IntoResponseParts, Response, ResponseParts};
+use axum::response::{IntoResponse, IntoResponseParts, Response, ResponseParts};
 use serde::Serialize;
 
-use crate::faults::{ErrorFault, FaultAction, FaultRequest, Surface};
+use crate::faults::hold::HoldRequest;
+use crate::faults::{ErrorFault, FaultAction, FaultRequest, Fired, Surface};
 use crate::state::Shared;
 
 /// Names the operation a handler performed (`arm.vmss.patch`); counters are kept per name.
@@ -109,8 +111,16 @@ impl Journal {
     }
 }
 
+/// What a fault renderer may know about the request it answers instead of the handler.
+pub struct FaultContext<'a> {
+    pub shared: &'a Shared,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+}
+
 /// Renders a fault rule's `error` action in a surface's own error shape.
-pub type FaultRenderer = fn(&ErrorFault) -> Response;
+pub type FaultRenderer = fn(&ErrorFault, &FaultContext<'_>) -> Response;
 
 /// Per-listener context of the [`observe`] middleware.
 #[derive(Clone)]
@@ -132,27 +142,9 @@ pub async fn observe(State(o): State<Observed>, req: Request, next: Next) -> Res
         .get(axum::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let (req, client_id) = client_id_of(o.surface, req).await;
-    let fault = o.shared.faults.take(
-        o.surface,
-        &FaultRequest {
-            method: &method,
-            path: &path,
-            machine: o.machine.as_deref(),
-            client_id: client_id.as_deref(),
-        },
-    );
-    let (response, fault_name) = match fault {
-        Some(FaultAction::Delay { ms }) => {
-            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-            (next.run(req).await, Some(format!("delay {ms}ms")))
-        }
-        Some(FaultAction::Error(error)) => {
-            let mut resp = (o.render_fault)(&error);
-            resp.extensions_mut().insert(Operation("fault"));
-            (resp, Some(format!("error {}", error.status)))
-        }
-        Some(FaultAction::LroFailure { .. }) | None => (next.run(req).await, None),
+    let (response, fault_name) = match client_id_of(o.surface, req).await {
+        Ok((req, client_id)) => handle(&o, req, client_id, (&method, &path), next).await,
+        Err(refused) => (refused, None),
     };
     let operation = response
         .extensions()
@@ -180,29 +172,117 @@ pub async fn observe(State(o): State<Observed>, req: Request, next: Next) -> Res
     response
 }
 
+/// Applies the first matching fault rule, else runs the handler; returns the answer and what
+/// the fault did.
+async fn handle(
+    o: &Observed,
+    req: Request,
+    client_id: Option<String>,
+    (method, path): (&str, &str),
+    next: Next,
+) -> (Response, Option<String>) {
+    let fault = o.shared.faults.take(
+        o.surface,
+        &FaultRequest {
+            method,
+            path,
+            machine: o.machine.as_deref(),
+            client_id: client_id.as_deref(),
+        },
+    );
+    match fault {
+        Some(Fired {
+            action: FaultAction::Delay { ms },
+            ..
+        }) => {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            (next.run(req).await, Some(format!("delay {ms}ms")))
+        }
+        Some(Fired {
+            rule,
+            action: FaultAction::Hold,
+        }) => {
+            let holds = o.shared.faults.holds();
+            holds
+                .hold(HoldRequest {
+                    rule,
+                    surface: o.surface,
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    machine: o.machine.as_deref().map(str::to_string),
+                    client_id,
+                })
+                .released()
+                .await;
+            (next.run(req).await, Some("hold".to_string()))
+        }
+        Some(Fired {
+            action: FaultAction::Error(error),
+            ..
+        }) => {
+            let context = FaultContext {
+                shared: &o.shared,
+                method,
+                path,
+                headers: req.headers(),
+            };
+            let mut resp = (o.render_fault)(&error, &context);
+            resp.extensions_mut().insert(Operation("fault"));
+            (resp, Some(format!("error {}", error.status)))
+        }
+        Some(Fired {
+            action: FaultAction::LroFailure { .. },
+            ..
+        })
+        | None => (next.run(req).await, None),
+    }
+}
+
+/// The most an Entra request body may hold (a form is a few KiB; an assertion with a
+/// certificate chain well under this).
+pub const MAX_FORM_BYTES: usize = 1 << 20;
+
 /// The client ID a fault rule may match on: the `client_id` query value, or for Entra the
-/// `client_id` form field (the body is read and put back).
-async fn client_id_of(surface: Surface, req: Request) -> (Request, Option<String>) {
+/// `client_id` form field (the body is read and put back). An Entra body that cannot be read
+/// within [`MAX_FORM_BYTES`] is refused with 413 rather than handed on empty, which would be
+/// answered as a form missing its fields.
+async fn client_id_of(
+    surface: Surface,
+    req: Request,
+) -> Result<(Request, Option<String>), Response> {
     let from_query = req.uri().query().and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "client_id")
             .map(|(_, v)| v.into_owned())
     });
     if surface != Surface::Entra || from_query.is_some() {
-        return (req, from_query);
+        return Ok((req, from_query));
     }
     let (parts, body) = req.into_parts();
-    match axum::body::to_bytes(body, 1 << 20).await {
-        Ok(bytes) => {
-            let client_id = url::form_urlencoded::parse(&bytes)
-                .find(|(k, _)| k == "client_id")
-                .map(|(_, v)| v.into_owned());
-            (
-                Request::from_parts(parts, axum::body::Body::from(bytes)),
-                client_id,
-            )
-        }
-        // An unreadable body is the handler's problem to report; give it an empty one.
-        Err(_) => (Request::from_parts(parts, axum::body::Body::empty()), None),
-    }
+    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+        .await
+        .map_err(|_| body_too_large())?;
+    let client_id = url::form_urlencoded::parse(&bytes)
+        .find(|(k, _)| k == "client_id")
+        .map(|(_, v)| v.into_owned());
+    Ok((
+        Request::from_parts(parts, axum::body::Body::from(bytes)),
+        client_id,
+    ))
+}
+
+/// 413 with a plain-text body: Entra's front end refuses such a request before the token
+/// service sees it, so there is no AADSTS error to give.
+fn body_too_large() -> Response {
+    let text = format!("The request body exceeds {MAX_FORM_BYTES} bytes.");
+    (
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+        Operation("entra.rejected"),
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }

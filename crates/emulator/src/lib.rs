@@ -15,6 +15,8 @@ pub mod knobs;
 pub mod rbac;
 pub mod server;
 pub mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 pub mod tokens;
 pub mod world;

@@ -21,6 +21,10 @@ struct Args {
     /// Also write the endpoints as JSON to this file (for scripts and tests).
     #[arg(long)]
     endpoints_file: Option<PathBuf>,
+    /// How the emulator's clock moves: `wall` (wall time, moved forward by `POST /admin/clock`)
+    /// or `manual` (frozen at start, moved only by `POST /admin/clock`).
+    #[arg(long, default_value = "wall")]
+    clock: podid_emulator::clock::ClockMode,
     /// Log format: text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -46,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
         world,
         podid_emulator::StartOptions {
             ca_file: Some(ca_file.clone()),
+            clock: args.clock,
         },
     )
     .await

@@ -1,6 +1,8 @@
 //! Binding the listeners: ARM and Entra ID over HTTPS, the admin API over HTTP, and one HTTP
 //! IMDS listener per machine. Every address is checked against the safety rule first.
 
+pub mod netns;
+
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -9,12 +11,14 @@ use std::sync::Arc;
 use axum::Router;
 use serde::Serialize;
 
+use crate::clock::ClockMode;
 use crate::state::Shared;
 use crate::tls::{self, TlsError};
 use crate::tokens::{TokenError, TokenIssuer};
 use crate::world::{MachineRef, WorldError, WorldFile};
+use netns::MetadataRefusal;
 
-/// The instance metadata address: usable only inside a network namespace the tests created.
+/// The instance metadata address: usable only where [`netns::metadata_address_allowed`] allows.
 pub const METADATA_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
 #[derive(Debug, thiserror::Error)]
@@ -29,10 +33,18 @@ pub enum StartError {
     BadAddress { what: String, address: String },
     #[error(
         "{what}: refusing to listen on {address}: the emulator listens only on loopback \
-         (127.0.0.0/8, ::1), or on 169.254.169.254 inside a network namespace that is not the \
-         machine's own (a test namespace)"
+         (127.0.0.0/8, ::1), or on 169.254.169.254 inside a test's network namespace"
     )]
     UnsafeAddress { what: String, address: SocketAddr },
+    #[error(
+        "{what}: refusing to listen on {address}: the metadata address is allowed only in a \
+         network namespace other than PID 1's or in one with no route out; here {reason}"
+    )]
+    MetadataAddressRefused {
+        what: String,
+        address: SocketAddr,
+        reason: MetadataRefusal,
+    },
     #[error("{what}: cannot listen on {address}: {source}")]
     Bind {
         what: String,
@@ -67,6 +79,8 @@ pub struct Endpoints {
 pub struct StartOptions {
     /// Where to write the CA certificate (PEM) that clients must trust.
     pub ca_file: Option<PathBuf>,
+    /// How the emulator's clock moves (wall time by default).
+    pub clock: ClockMode,
 }
 
 pub struct RunningEmulator {
@@ -89,36 +103,29 @@ impl RunningEmulator {
     }
 }
 
-/// Whether this process runs in a network namespace other than PID 1's, i.e. one a test made.
-pub fn in_private_network_namespace() -> bool {
-    match (
-        std::fs::read_link("/proc/self/ns/net"),
-        std::fs::read_link("/proc/1/ns/net"),
-    ) {
-        (Ok(own), Ok(init)) => own != init,
-        _ => false,
-    }
-}
-
-/// The safety rule for listen addresses (see [`StartError::UnsafeAddress`]).
+/// The safety rule for listen addresses: loopback always; the metadata address only when
+/// [`netns::metadata_address_allowed`] said so (its verdict is `metadata`); nothing else.
 pub fn check_listen_address(
     what: &str,
     address: SocketAddr,
-    private_namespace: bool,
+    metadata: &Result<(), MetadataRefusal>,
 ) -> Result<(), StartError> {
-    let ok = match address.ip() {
-        IpAddr::V4(ip) if ip.is_loopback() => true,
-        IpAddr::V6(ip) if ip.is_loopback() => true,
-        IpAddr::V4(ip) if ip == METADATA_ADDRESS => private_namespace,
-        _ => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(StartError::UnsafeAddress {
+    match address.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() => Ok(()),
+        IpAddr::V6(ip) if ip.is_loopback() => Ok(()),
+        IpAddr::V4(ip) if ip == METADATA_ADDRESS => {
+            metadata
+                .clone()
+                .map_err(|reason| StartError::MetadataAddressRefused {
+                    what: what.to_string(),
+                    address,
+                    reason,
+                })
+        }
+        _ => Err(StartError::UnsafeAddress {
             what: what.to_string(),
             address,
-        })
+        }),
     }
 }
 
@@ -132,10 +139,10 @@ fn parse_address(what: &str, address: &str) -> Result<SocketAddr, StartError> {
 fn bind(
     what: &str,
     address: &str,
-    private_namespace: bool,
+    metadata: &Result<(), MetadataRefusal>,
 ) -> Result<std::net::TcpListener, StartError> {
     let address = parse_address(what, address)?;
-    check_listen_address(what, address, private_namespace)?;
+    check_listen_address(what, address, metadata)?;
     let listener = std::net::TcpListener::bind(address).map_err(|source| StartError::Bind {
         what: what.to_string(),
         address,
@@ -161,18 +168,19 @@ fn local_address(listener: &std::net::TcpListener, what: &str) -> Result<SocketA
 
 /// Starts every surface of the emulator described by `file`.
 pub async fn start(file: WorldFile, options: StartOptions) -> Result<RunningEmulator, StartError> {
-    let private_namespace = in_private_network_namespace();
+    // Decided once, before anything listens; only a metadata listen address consults it.
+    let metadata = netns::metadata_address_allowed();
     let mut tenants = vec![file.tenant_id.as_str()];
     tenants.extend(file.extra_tenant_ids.iter().map(String::as_str));
     let tokens = TokenIssuer::new(tenants)?;
     let tls = tls::generate(&[])?;
-    let shared = Shared::new(file, tokens)?;
+    let shared = Shared::new(file, tokens, options.clock)?;
 
     // Bind everything before serving anything, so a bad address fails the whole start.
     let listen = shared.initial.listen.clone();
-    let arm = bind("arm", &listen.arm, private_namespace)?;
-    let entra = bind("entra", &listen.entra, private_namespace)?;
-    let admin = bind("admin", &listen.admin, private_namespace)?;
+    let arm = bind("arm", &listen.arm, &metadata)?;
+    let entra = bind("entra", &listen.entra, &metadata)?;
+    let admin = bind("admin", &listen.admin, &metadata)?;
     let machines: Vec<(MachineRef, String, String)> = shared
         .world()
         .machines()
@@ -181,7 +189,7 @@ pub async fn start(file: WorldFile, options: StartOptions) -> Result<RunningEmul
         .collect();
     let mut imds = Vec::new();
     for (machine, name, address) in machines {
-        let listener = bind(&format!("imds of {name}"), &address, private_namespace)?;
+        let listener = bind(&format!("imds of {name}"), &address, &metadata)?;
         imds.push((machine, name, listener));
     }
 
@@ -280,16 +288,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_loopback_is_allowed_and_metadata_only_in_a_test_namespace() {
-        let ok = |a: &str, ns| check_listen_address("t", a.parse().expect("addr"), ns).is_ok();
-        assert!(ok("127.0.0.1:0", false));
-        assert!(ok("127.0.1.7:80", false));
-        assert!(ok("[::1]:0", false));
-        assert!(!ok("169.254.169.254:80", false));
-        assert!(ok("169.254.169.254:80", true));
-        assert!(!ok("0.0.0.0:80", true));
-        assert!(!ok("10.0.0.1:80", true));
-        assert!(!ok("[::]:80", false));
+    fn only_loopback_is_allowed_and_metadata_only_where_the_namespace_check_allows() {
+        let allowed = Ok(());
+        let refused = Err(MetadataRefusal::MachineNamespace);
+        let ok = |a: &str, metadata| {
+            check_listen_address("t", a.parse().expect("addr"), metadata).is_ok()
+        };
+        assert!(ok("127.0.0.1:0", &refused));
+        assert!(ok("127.0.1.7:80", &refused));
+        assert!(ok("[::1]:0", &refused));
+        assert!(!ok("169.254.169.254:80", &refused));
+        assert!(ok("169.254.169.254:80", &allowed));
+        assert!(!ok("169.254.169.253:80", &allowed));
+        assert!(!ok("0.0.0.0:80", &allowed));
+        assert!(!ok("10.0.0.1:80", &allowed));
+        assert!(!ok("[::]:80", &allowed));
+        let err = check_listen_address(
+            "imds of vm",
+            "169.254.169.254:80".parse().expect("addr"),
+            &refused,
+        )
+        .expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("this is the machine's own network namespace"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -304,7 +328,8 @@ mod tests {
         ] {
             let parsed: SocketAddr = address.parse().expect("a socket address");
             assert!(parsed.ip().is_loopback(), "{address} is not loopback");
-            check_listen_address("default", parsed, false).expect("allowed outside a namespace");
+            check_listen_address("default", parsed, &Err(MetadataRefusal::MachineNamespace))
+                .expect("allowed outside a namespace");
         }
     }
 }

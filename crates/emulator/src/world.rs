@@ -2,7 +2,7 @@
 //! docs/emulator.md); [`World`] is the live state built from it, changed by ARM calls and the
 //! admin API.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -51,6 +51,11 @@ pub struct WorldFile {
     pub service_principals: Vec<ServicePrincipalSpec>,
     #[serde(default)]
     pub role_assignments: Vec<RoleAssignmentSpec>,
+    /// Resource applications (App ID URIs or application IDs) tokens may be issued for, besides
+    /// [`WELL_KNOWN_RESOURCES`], the service principals' client IDs and the emulator's own ARM
+    /// URL. Entra ID and IMDS refuse any other resource (AADSTS500011).
+    #[serde(default)]
+    pub resources: Vec<String>,
     #[serde(default)]
     pub listen: ListenSpec,
     #[serde(default)]
@@ -142,7 +147,7 @@ pub struct ScaleSetInstanceSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MachineSpec {
     /// Listen address of this machine's IMDS. Loopback only; `169.254.169.254:80` only inside a
-    /// network namespace that is not the machine's own (see docs/emulator.md).
+    /// network namespace that is not PID 1's or that has no route out (see docs/emulator.md).
     #[serde(default = "default_loopback_listen")]
     pub imds: String,
     #[serde(default)]
@@ -394,6 +399,56 @@ pub struct World {
     /// Keyed by lower-case client ID.
     pub service_principals: BTreeMap<String, ServicePrincipal>,
     pub role_assignments: Vec<RoleAssignment>,
+    pub resources: KnownResources,
+}
+
+/// The first-party Azure resources every tenant has, as App ID URIs (compared ignoring case and
+/// a trailing `/`), plus the AKS AAD server application by ID.
+pub const WELL_KNOWN_RESOURCES: &[&str] = &[
+    "https://management.azure.com",
+    "https://management.core.windows.net",
+    "https://vault.azure.net",
+    "https://managedhsm.azure.net",
+    "https://storage.azure.com",
+    "https://graph.microsoft.com",
+    "https://graph.windows.net",
+    "https://database.windows.net",
+    "https://ossrdbms-aad.database.windows.net",
+    "https://cosmos.azure.com",
+    "https://servicebus.azure.net",
+    "https://eventhubs.azure.net",
+    "https://monitor.azure.com",
+    "https://api.loganalytics.io",
+    "https://containerregistry.azure.net",
+    "https://cognitiveservices.azure.com",
+    "https://redis.azure.com",
+    "https://azconfig.io",
+    "https://batch.core.windows.net",
+    "https://datalake.azure.net",
+    "https://digitaltwins.azure.net",
+    "https://kusto.kusto.windows.net",
+    "https://search.azure.com",
+    "6dae42f8-4368-4678-94ff-3960e28e3630",
+];
+
+/// The resources tokens may be issued for (see [`WorldFile::resources`]).
+#[derive(Debug, Clone, Default)]
+pub struct KnownResources(BTreeSet<String>);
+
+impl KnownResources {
+    fn normalize(resource: &str) -> String {
+        resource.trim_end_matches('/').to_ascii_lowercase()
+    }
+
+    pub fn new<'a>(resources: impl IntoIterator<Item = &'a str>) -> Self {
+        Self(resources.into_iter().map(Self::normalize).collect())
+    }
+
+    /// Whether `resource` names one of them, ignoring case and a trailing `/`.
+    pub fn contains(&self, resource: &str) -> bool {
+        let resource = Self::normalize(resource);
+        !resource.is_empty() && self.0.contains(&resource)
+    }
 }
 
 /// A GUID derived from `seed`, so worlds without explicit object IDs are reproducible.
@@ -419,6 +474,17 @@ impl World {
             scale_sets: BTreeMap::new(),
             service_principals: BTreeMap::new(),
             role_assignments: Vec::new(),
+            resources: KnownResources::new(
+                WELL_KNOWN_RESOURCES
+                    .iter()
+                    .copied()
+                    .chain(file.resources.iter().map(String::as_str))
+                    .chain(
+                        file.service_principals
+                            .iter()
+                            .map(|sp| sp.client_id.as_str()),
+                    ),
+            ),
         };
         let first_subscription = file
             .subscriptions
@@ -808,6 +874,31 @@ roleAssignments:
     fn unknown_keys_are_rejected() {
         let err = WorldFile::parse(&WORLD.replace("tenantId:", "tenant:")).expect_err("must fail");
         assert!(err.to_string().contains("tenant"), "{err}");
+    }
+
+    #[test]
+    fn known_resources_are_the_well_known_ones_the_listed_ones_and_the_apps() {
+        let world = WORLD.to_string()
+            + "resources: [api://my-app/]\nservicePrincipals: [{clientId: 0f1e2d3c-0000-4000-8000-000000000001}]\n";
+        let file = WorldFile::parse(&world).expect("parses");
+        let world = World::from_file(&file, SystemTime::now()).expect("valid");
+        for known in [
+            "https://management.azure.com/",
+            "https://Vault.Azure.Net",
+            "https://storage.azure.com/",
+            "API://my-app",
+            "0F1E2D3C-0000-4000-8000-000000000001",
+        ] {
+            assert!(world.resources.contains(known), "{known}");
+        }
+        for unknown in [
+            "https://unknown.example",
+            "",
+            "/",
+            "https://management.azure.com/x",
+        ] {
+            assert!(!world.resources.contains(unknown), "{unknown:?}");
+        }
     }
 
     #[test]

@@ -1,9 +1,7 @@
 //! ARM admission: authentication (the 401 family), api-version, RBAC on reads, routing and the
 //! common response headers.
 
-mod common;
-
-use common::*;
+use podid_emulator::testing::*;
 use reqwest::{Method, StatusCode};
 
 #[tokio::test]
@@ -16,7 +14,7 @@ async fn a_missing_authorization_header_is_authentication_failed_with_a_bearer_c
     assert!(
         challenge.starts_with(&format!(
             "Bearer authorization_uri=\"{}/{TENANT}\", error=\"invalid_token\"",
-            emu.running.endpoints.entra
+            emu.entra_base()
         )),
         "{challenge}"
     );
@@ -74,7 +72,7 @@ async fn bad_expired_foreign_audience_and_foreign_tenant_tokens_are_told_apart()
 #[tokio::test]
 async fn every_arm_audience_spelling_and_the_emulators_own_url_are_accepted() {
     let emu = Emulator::start(&small_world()).await;
-    let own = emu.running.endpoints.arm.clone();
+    let own = emu.arm_base().to_string();
     for audience in [
         "https://management.azure.com/".to_string(),
         "https://management.azure.com".to_string(),

@@ -2,9 +2,7 @@
 //! polling InProgress → Succeeded on the emulator's clock, poll-count completion, injected
 //! failures, sync mode, and the IMDS visibility times a completed update schedules.
 
-mod common;
-
-use common::*;
+use podid_emulator::testing::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -29,7 +27,7 @@ async fn get_vmss(emu: &Emulator) -> Value {
 async fn poll(emu: &Emulator, url: &str) -> Reply {
     let token = emu.arm_token(MIC);
     let path = url
-        .strip_prefix(&emu.running.endpoints.arm)
+        .strip_prefix(emu.arm_base())
         .expect("the operation URL points at the emulator's ARM");
     emu.arm(Method::GET, path, Some(&token), None).await
 }
@@ -58,7 +56,7 @@ async fn an_update_is_updating_until_the_clock_passes_its_duration_then_succeeds
         .to_string();
     let prefix = format!(
         "{}/subscriptions/{SUBSCRIPTION}/providers/Microsoft.Compute/locations/eastus/operations/",
-        emu.running.endpoints.arm
+        emu.arm_base()
     );
     assert!(url.starts_with(&prefix), "{url}");
     assert!(
@@ -231,9 +229,9 @@ async fn imds_sees_a_finished_assignment_even_if_nobody_reads_arm_again() {
     let emu = Emulator::start(&small_world()).await;
     emu.set_knobs(json!({"arm": {"lroDurationMs": 30000}}))
         .await;
-    let imds = emu.running.endpoints.imds[&format!("{SCALE_SET}_1")].clone();
+    let imds = emu.imds_base(&format!("{SCALE_SET}_1")).to_string();
     let token_for_id_b = || async {
-        emu.http
+        emu.http()
             .get(format!("{imds}/metadata/identity/oauth2/token"))
             .query(&[
                 ("api-version", "2018-02-01"),

@@ -1,9 +1,7 @@
 //! User-assigned identities (azure-wire.md §3.9) and role assignments: create, read, list,
 //! delete, and role assignments changing what a principal may do.
 
-mod common;
-
-use common::*;
+use podid_emulator::testing::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 

@@ -1,9 +1,7 @@
 //! Throttling (azure-wire.md §3.8): the front door's per-principal buckets and the compute
 //! RP's named windows, both on the emulator's clock, and 429 fault rules in ARM's shape.
 
-mod common;
-
-use common::*;
+use podid_emulator::testing::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

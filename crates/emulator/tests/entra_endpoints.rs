@@ -2,13 +2,11 @@
 //! and certificate client credentials on v1 and v2, the AADSTS error shapes, metadata
 //! documents, and fault rules.
 
-mod common;
-
 use base64::Engine;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
-use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use podid_emulator::WorldFile;
+use podid_emulator::testing::*;
 use regex::Regex;
 use serde_json::{Value, json};
 use sha1::Digest;
@@ -49,7 +47,7 @@ async fn start(cert: &Cert, knobs: Value) -> Emulator {
         "knobs": {"entra": knobs},
     }))
     .expect("a valid world");
-    Emulator::start_file(world).await
+    Emulator::start_world(world).await
 }
 
 fn assertion(cert: &Cert, alg: Algorithm, claims: &Value) -> String {
@@ -184,7 +182,7 @@ async fn a_secret_gets_a_v1_token_with_every_field_a_string() {
     assert_eq!(claims.other["appidacr"], "1");
     assert_eq!(body["expires_on"], claims.exp.to_string());
     assert_eq!(body["not_before"], claims.nbf.to_string());
-    emu.running.shutdown().await;
+    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -245,7 +243,7 @@ async fn v2_answers_integers_and_the_resource_decides_the_token_format() {
         .await
         .expect("JSON");
     assert_eq!(verify(&body).tid, OTHER_TENANT);
-    emu.running.shutdown().await;
+    emu.shutdown().await;
 }
 
 const UNKNOWN_APP: &str = "00000000-1111-2222-3333-444444444444";
@@ -383,7 +381,7 @@ async fn each_validation_failure_answers_its_aadsts_error() {
     // MSAL's client-request-id comes back as the correlation ID.
     let correlation = uuid::Uuid::new_v4().to_string();
     let response = emu
-        .https
+        .https()
         .post(&v1)
         .header("client-request-id", &correlation)
         .form(&[("grant_type", "client_credentials")])
@@ -392,14 +390,14 @@ async fn each_validation_failure_answers_its_aadsts_error() {
         .expect("answered");
     let body = expect_error(response, 400, 900144, "invalid_request").await;
     assert_eq!(body["correlation_id"], correlation);
-    emu.running.shutdown().await;
+    emu.shutdown().await;
 }
 
 #[tokio::test]
 async fn certificate_assertions_are_verified_like_entra_does() {
     let cert = certificate();
     let emu = start(&cert, json!({})).await;
-    let entra = emu.entra().to_string();
+    let entra = emu.entra_base().to_string();
     // adal: RS256, padded x5t, the v1 endpoint with its query string as audience.
     let adal_aud = format!("{entra}/{TENANT}/oauth2/token?api-version=1.0");
     let rs256 = assertion(&cert, Algorithm::RS256, &assertion_claims(&emu, &adal_aud));
@@ -481,14 +479,14 @@ async fn certificate_assertions_are_verified_like_entra_does() {
     // The emulator's clock decides: once moved an hour on, the good assertion has expired.
     emu.advance_clock(3600).await;
     refused_v1_assertion(&emu, &rs256, 700024).await;
-    emu.running.shutdown().await;
+    emu.shutdown().await;
 }
 
 #[tokio::test]
 async fn metadata_documents_point_at_this_host_and_publish_the_signing_key() {
     let cert = certificate();
     let emu = start(&cert, json!({})).await;
-    let entra = emu.entra().to_string();
+    let entra = emu.entra_base().to_string();
     assert!(entra.starts_with("https://127.0.0.1:"), "{entra}");
     let response = emu
         .post(
@@ -599,7 +597,7 @@ async fn metadata_documents_point_at_this_host_and_publish_the_signing_key() {
         counters["entra.instance_discovery"]["total"], 2,
         "{counters}"
     );
-    emu.running.shutdown().await;
+    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -644,7 +642,7 @@ async fn fault_rules_force_aadsts_errors_and_throttling_and_are_counted() {
         .filter(|e| e.get("fault").is_some())
         .collect();
     assert_eq!(faults.len(), 2, "{journal}");
-    emu.running.shutdown().await;
+    emu.shutdown().await;
 }
 
 #[tokio::test]
@@ -692,9 +690,9 @@ async fn expired_secrets_answer_7000222_until_reset() {
     )
     .await;
 
-    let reset = format!("{}/admin/reset", emu.running.endpoints.admin);
+    let reset = format!("{}/admin/reset", emu.admin_base());
     assert_eq!(
-        emu.http.post(reset).send().await.expect("reset").status(),
+        emu.http().post(reset).send().await.expect("reset").status(),
         204
     );
     let response = emu
@@ -704,5 +702,5 @@ async fn expired_secrets_answer_7000222_until_reset() {
         )
         .await;
     assert_eq!(response.status(), 200);
-    emu.running.shutdown().await;
+    emu.shutdown().await;
 }

@@ -1,8 +1,6 @@
 //! IMDS admission rules, path handling, rate limits and fault rules, over real HTTP.
 
-mod common;
-
-use common::*;
+use podid_emulator::testing::*;
 use reqwest::Method;
 use serde_json::json;
 
@@ -184,7 +182,7 @@ async fn other_verbs_are_not_allowed() {
     let emu = Emulator::start(&imds_world()).await;
     for method in [Method::POST, Method::PUT, Method::DELETE] {
         let request = emu
-            .http
+            .http()
             .request(
                 method.clone(),
                 emu.imds_url("vm-single", &token_path(OK_QUERY)),
@@ -212,59 +210,66 @@ async fn admission_failures_are_counted_as_rejected() {
 }
 
 #[tokio::test]
-async fn the_rate_limit_answers_429_with_an_integer_retry_after() {
+async fn the_rate_limit_answers_429_with_an_integer_retry_after_until_the_clock_refills_it() {
     let emu = Emulator::start(&imds_world()).await;
-    emu.set_knobs(json!({"imds": {"requestsPerSecond": 1}}))
+    emu.set_knobs(json!({"imds": {"requestsPerSecond": 2}}))
         .await;
-    let mut statuses = Vec::new();
-    let mut throttled = None;
-    for _ in 0..6 {
-        let reply = emu.imds_token("vm-single", "").await;
-        statuses.push(reply.status);
-        if reply.status == 429 {
-            throttled = Some(reply);
-        }
-    }
-    assert_eq!(statuses[0], 200, "{statuses:?}");
-    let reply = throttled.unwrap_or_else(|| panic!("no 429 among {statuses:?}"));
-    assert_eq!(reply.json()["error"], "too_many_requests");
-    let retry_after = reply.header("retry-after").expect("Retry-After");
-    assert!(
-        retry_after.parse::<u64>().is_ok_and(|s| s >= 1),
-        "{retry_after}"
-    );
+    // The bucket starts full; the clock stands still, so nothing refills it.
+    assert_eq!(emu.imds_token("vm-single", "").await.status, 200);
+    assert_eq!(emu.imds_token("vm-single", "").await.status, 200);
+    let throttled = emu.imds_token("vm-single", "").await;
+    assert_eq!(throttled.status, 429);
+    assert_eq!(throttled.json()["error"], "too_many_requests");
+    assert_eq!(throttled.header("retry-after"), Some("1"));
     // Limits are per machine.
     assert_eq!(emu.imds_token("vm-system", "").await.status, 200);
-    // The bucket refills on the emulator clock.
-    emu.advance_clock(5).await;
+    // Half a second refills one request's worth at 2 per second, and no more.
+    emu.advance_clock_ms(500).await;
     assert_eq!(emu.imds_token("vm-single", "").await.status, 200);
-    let (_, by_429) = emu.counter("imds.rejected", 429).await;
-    assert!(by_429 >= 1);
+    assert_eq!(emu.imds_token("vm-single", "").await.status, 429);
+    assert_eq!(emu.counter("imds.rejected", 429).await, (2, 2));
+    assert_eq!(emu.counter("imds.token", 200).await, (4, 4));
 }
 
 #[tokio::test]
-async fn requests_beyond_max_concurrent_are_throttled() {
+async fn requests_beyond_max_concurrent_are_throttled_while_others_are_in_flight() {
     let emu = Emulator::start(&imds_world()).await;
-    emu.set_knobs(json!({"imds": {"maxConcurrent": 1}})).await;
-    // Each request holds its slot through an injected one-second delay.
-    let rule =
-        json!({"surface": "imds", "path": "oauth2/token", "action": {"kind": "delay", "ms": 1000}});
-    let reply = emu.admin(Method::POST, "/admin/faults", Some(&rule)).await;
-    assert_eq!(reply.status, 201, "{}", reply.body);
-    let replies = futures::future::join_all((0..4).map(|_| emu.imds_token("vm-single", ""))).await;
-    let statuses: Vec<u16> = replies.iter().map(|r| r.status.as_u16()).collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        1,
-        "{statuses:?}"
+    emu.set_knobs(json!({"imds": {"maxConcurrent": 2}})).await;
+    // The first two token requests stay in flight, holding their slots, until released.
+    let rule = emu
+        .hold(json!({"surface": "imds", "path": "oauth2/token", "times": 2}))
+        .await;
+    let in_flight = futures::future::join(
+        emu.imds_token("vm-single", ""),
+        emu.imds_token("vm-single", ""),
     );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 429).count(),
-        3,
-        "{statuses:?}"
-    );
-    let throttled = replies.iter().find(|r| r.status == 429).expect("a 429");
-    assert_eq!(throttled.header("retry-after"), Some("1"));
+    let while_held = async {
+        let held = emu.wait_held(2).await;
+        assert!(
+            held.iter()
+                .all(|h| h.rule == rule && h.machine.as_deref() == Some("vm-single"))
+        );
+        let third = emu.imds_token("vm-single", "").await;
+        // Slots are per machine.
+        let elsewhere = emu.imds_token("vm-system", "").await;
+        assert_eq!(emu.release_all().await, 2);
+        (third, elsewhere)
+    };
+    let ((first, second), (third, elsewhere)) = futures::future::join(in_flight, while_held).await;
+    assert_eq!((first.status.as_u16(), second.status.as_u16()), (200, 200));
+    assert_eq!(third.status, 429, "{}", third.body);
+    assert_eq!(third.json()["error"], "too_many_requests");
+    assert_eq!(third.header("retry-after"), Some("1"));
+    assert_eq!(elsewhere.status, 200);
+    // Released slots are free again.
+    assert_eq!(emu.imds_token("vm-single", "").await.status, 200);
+    let held_in_journal = emu
+        .journal(Some(Surface::Imds))
+        .await
+        .iter()
+        .filter(|e| e["fault"] == "hold")
+        .count();
+    assert_eq!(held_in_journal, 2);
 }
 
 #[tokio::test]
@@ -298,13 +303,8 @@ async fn fault_rules_answer_in_the_imds_shape_and_are_journaled() {
 
     assert_eq!(emu.counter("fault", 500).await.1, 1);
     assert_eq!(emu.counter("fault", 410).await.1, 1);
-    let journal = emu.admin_get("/admin/journal?surface=imds").await;
-    let faults: Vec<&str> = journal
-        .as_array()
-        .expect("journal list")
-        .iter()
-        .filter_map(|e| e["fault"].as_str())
-        .collect();
+    let journal = emu.journal(Some(Surface::Imds)).await;
+    let faults: Vec<&str> = journal.iter().filter_map(|e| e["fault"].as_str()).collect();
     assert_eq!(faults, ["error 500", "error 410"]);
 }
 

@@ -1,8 +1,6 @@
 //! IMDS instance metadata and versions, over real HTTP.
 
-mod common;
-
-use common::*;
+use podid_emulator::testing::*;
 use serde_json::{Value, json};
 
 const V: &str = "api-version=2021-02-01";

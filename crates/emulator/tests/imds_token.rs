@@ -1,12 +1,7 @@
-//! IMDS token answers: identity selection, propagation and deletion, the body's types and
-//! claims, caching and the token knobs, over real HTTP.
+//! IMDS token answers: identity selection, propagation and deletion (driven through ARM), the
+//! body's types and claims, caching and the token knobs, over real HTTP.
 
-mod common;
-
-use std::time::Duration;
-
-use common::*;
-use podid_emulator::world::{AssignedIdentity, RevokedIdentity, VirtualMachine, World};
+use podid_emulator::testing::*;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -19,13 +14,30 @@ fn client_of(reply: &Reply) -> String {
         .to_string()
 }
 
-/// `vm-single` in the live world, to change its identities the way ARM would.
-fn vm_single(world: &mut World) -> &mut VirtualMachine {
-    world
-        .virtual_machines
-        .values_mut()
-        .find(|vm| vm.compute.name == "vm-single")
-        .expect("vm-single")
+/// PATCHes a VM's user-assigned identities through ARM as the subscription's owner: `changes`
+/// maps identity names to `{}` (add) or `null` (remove). Operations complete synchronously, so
+/// the propagation and revocation windows start at the PATCH.
+async fn patch_vm_identities(emu: &Emulator, vm: &str, changes: &[(&str, Value)]) {
+    let map: serde_json::Map<String, Value> = changes
+        .iter()
+        .map(|(name, change)| (uami_id(NODE_RG, name), change.clone()))
+        .collect();
+    let body = json!({"identity": {"type": "UserAssigned", "userAssignedIdentities": map}});
+    patch_vm(emu, vm, &body).await;
+}
+
+async fn patch_vm(emu: &Emulator, vm: &str, body: &Value) {
+    let token = emu.arm_token(OWNER);
+    let path = versioned(&vm_id(NODE_RG, vm), COMPUTE_API);
+    let reply = emu
+        .arm(Method::PATCH, &path, Some(&token), Some(body))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply.body["properties"]["provisioningState"], "Succeeded",
+        "{}",
+        reply.body
+    );
 }
 
 fn assert_identity_not_found(reply: &Reply) {
@@ -107,32 +119,11 @@ async fn every_selector_kind_picks_its_identity_ignoring_case() {
 }
 
 #[tokio::test]
-async fn an_identity_is_served_only_after_the_propagation_delay() {
+async fn an_identity_assigned_through_arm_is_served_only_after_the_propagation_delay() {
     let emu = Emulator::start(&imds_world()).await;
-    emu.set_knobs(json!({"imds": {"propagationDelayMs": 30_000}}))
+    emu.set_knobs(json!({"arm": {"lroMode": "sync"}, "imds": {"propagationDelayMs": 30_000}}))
         .await;
-    let shared = emu.shared();
-    {
-        // What ARM does when it completes an assignment.
-        let delay = Duration::from_millis(shared.knobs().imds.propagation_delay_ms);
-        let visible_from = shared.clock.now() + delay;
-        let mut world = shared.world_mut();
-        let beta = world
-            .identities
-            .values()
-            .find(|i| i.name == "beta")
-            .expect("beta")
-            .clone();
-        let vm = vm_single(&mut world);
-        vm.compute.identity.user_assigned.insert(
-            beta.id.key().to_string(),
-            AssignedIdentity {
-                id: beta.id.clone(),
-                generation: beta.generation,
-                visible_from,
-            },
-        );
-    }
+    patch_vm_identities(&emu, "vm-single", &[("beta", json!({}))]).await;
     let select_beta = format!("&client_id={BETA_CLIENT}");
     assert_identity_not_found(&emu.imds_token("vm-single", &select_beta).await);
     // alpha is still the only effective user-assigned identity.
@@ -140,7 +131,9 @@ async fn an_identity_is_served_only_after_the_propagation_delay() {
         client_of(&emu.imds_token("vm-single", "").await),
         ALPHA_CLIENT
     );
-    emu.advance_clock(31).await;
+    emu.advance_clock_ms(29_999).await;
+    assert_identity_not_found(&emu.imds_token("vm-single", &select_beta).await);
+    emu.advance_clock_ms(1).await;
     assert_eq!(
         client_of(&emu.imds_token("vm-single", &select_beta).await),
         BETA_CLIENT
@@ -153,39 +146,28 @@ async fn an_identity_is_served_only_after_the_propagation_delay() {
 }
 
 #[tokio::test]
-async fn a_removed_identity_is_served_until_its_revocation_delay_ends() {
+async fn an_identity_removed_through_arm_is_served_until_its_revocation_delay_ends() {
     let emu = Emulator::start(&imds_world()).await;
-    let shared = emu.shared();
+    emu.set_knobs(json!({"arm": {"lroMode": "sync"}, "imds": {"revocationDelayMs": 60_000}}))
+        .await;
     let select_alpha = format!("&client_id={ALPHA_CLIENT}");
+    patch_vm_identities(&emu, "vm-multi", &[("alpha", Value::Null)]).await;
+    emu.advance_clock_ms(59_999).await;
     assert_eq!(
-        client_of(&emu.imds_token("vm-single", &select_alpha).await),
+        client_of(&emu.imds_token("vm-multi", &select_alpha).await),
         ALPHA_CLIENT
     );
-    {
-        let visible_until = shared.clock.now() + Duration::from_secs(60);
-        let mut world = shared.world_mut();
-        let vm = vm_single(&mut world);
-        let (key, assigned) = vm
-            .compute
-            .identity
-            .user_assigned
-            .pop_first()
-            .expect("alpha");
-        vm.compute.identity.revoked.insert(
-            key,
-            RevokedIdentity {
-                id: assigned.id,
-                generation: assigned.generation,
-                visible_until,
-            },
-        );
-    }
     assert_eq!(
-        client_of(&emu.imds_token("vm-single", &select_alpha).await),
-        ALPHA_CLIENT
+        emu.imds_token("vm-multi", "").await.status,
+        400,
+        "both are still effective"
     );
-    emu.advance_clock(61).await;
-    assert_identity_not_found(&emu.imds_token("vm-single", &select_alpha).await);
+    emu.advance_clock_ms(1).await;
+    assert_identity_not_found(&emu.imds_token("vm-multi", &select_alpha).await);
+    assert_eq!(
+        client_of(&emu.imds_token("vm-multi", "").await),
+        BETA_CLIENT
+    );
 }
 
 #[tokio::test]
@@ -195,15 +177,14 @@ async fn a_deleted_and_recreated_identity_is_not_found_on_machines_that_had_the_
         client_of(&emu.imds_token("vm-single", "").await),
         ALPHA_CLIENT
     );
-    {
-        let mut world = emu.shared().world_mut();
-        let alpha = world
-            .identities
-            .values_mut()
-            .find(|i| i.name == "alpha")
-            .expect("alpha");
-        alpha.generation += 1;
-    }
+    let owner = emu.arm_token(OWNER);
+    let alpha = versioned(&uami_id(NODE_RG, "alpha"), MSI_API);
+    let deleted = emu.arm(Method::DELETE, &alpha, Some(&owner), None).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+    let created = emu
+        .arm(Method::PUT, &alpha, Some(&owner), Some(&json!({})))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
     assert_identity_not_found(&emu.imds_token("vm-single", "").await);
     assert_identity_not_found(
         &emu.imds_token("vm-single", &format!("&client_id={ALPHA_CLIENT}"))
@@ -334,19 +315,16 @@ async fn tokens_are_cached_per_identity_and_resource_and_count_down() {
 }
 
 #[tokio::test]
-async fn a_reassigned_identity_gets_a_fresh_token() {
+async fn an_identity_reassigned_through_arm_gets_a_fresh_token() {
     let emu = Emulator::start(&imds_world()).await;
+    emu.set_knobs(json!({"arm": {"lroMode": "sync"}})).await;
     let first = emu.imds_token("vm-single", "").await.json();
-    {
-        let shared = emu.shared();
-        let now = shared.clock.now();
-        let mut world = shared.world_mut();
-        let vm = vm_single(&mut world);
-        for assigned in vm.compute.identity.user_assigned.values_mut() {
-            assigned.visible_from = now;
-        }
-    }
+    patch_vm(&emu, "vm-single", &json!({"identity": {"type": "None"}})).await;
+    assert_identity_not_found(&emu.imds_token("vm-single", "").await);
+    emu.advance_clock(1).await;
+    patch_vm_identities(&emu, "vm-single", &[("alpha", json!({}))]).await;
     let second = emu.imds_token("vm-single", "").await.json();
+    assert_eq!(second["client_id"], ALPHA_CLIENT);
     assert_ne!(first["access_token"], second["access_token"]);
 }
 
@@ -378,28 +356,28 @@ async fn lifetime_and_version_knobs_shape_new_tokens() {
 }
 
 #[tokio::test]
-async fn allowed_resources_restrict_which_audiences_get_tokens() {
+async fn resources_the_tenant_does_not_know_get_no_tokens() {
     let emu = Emulator::start(&imds_world()).await;
     let vault =
         "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net";
     assert_eq!(
         emu.imds_get("vm-single", vault).await.status,
         200,
-        "any resource by default"
+        "a well-known Azure resource"
     );
-    emu.set_knobs(json!({"imds": {"allowedResources": ["https://management.azure.com/"]}}))
-        .await;
-    let reply = emu.imds_get("vm-single", vault).await;
+    let unknown =
+        "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://unknown.example";
+    let reply = emu.imds_get("vm-single", unknown).await;
     assert_eq!(reply.status, 400);
     assert_eq!(reply.json()["error"], "invalid_resource");
     assert!(
         reply
             .description()
-            .starts_with("AADSTS500011: The resource principal named https://vault.azure.net")
+            .starts_with("AADSTS500011: The resource principal named https://unknown.example")
     );
     assert_eq!(emu.imds_token("vm-single", "").await.status, 200);
     // Selection comes first: an unknown identity is reported as such.
-    assert_identity_not_found(&emu.imds_get("vm-none", vault).await);
+    assert_identity_not_found(&emu.imds_get("vm-none", unknown).await);
 }
 
 #[tokio::test]

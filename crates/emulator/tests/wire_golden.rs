@@ -23,14 +23,12 @@
 //! - `{"<string:json>": X}` (an object with that single key): a string holding a serialised JSON
 //!   document that matches X — ARM's CRP 429 `details[].message`.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::*;
+use podid_emulator::testing::*;
 use regex::Regex;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
@@ -469,7 +467,7 @@ fn golden_world() -> podid_emulator::WorldFile {
 }
 
 async fn start() -> Emulator {
-    Emulator::start_file(golden_world()).await
+    Emulator::start_world(golden_world()).await
 }
 
 /// The variables fixtures may use.
@@ -479,8 +477,8 @@ fn vars(emu: &Emulator) -> Vars {
     Vars::from([
         ("tenant", TENANT.to_string()),
         ("subscription", SUBSCRIPTION.to_string()),
-        ("entra", emu.running.endpoints.entra.clone()),
-        ("arm", emu.running.endpoints.arm.clone()),
+        ("entra", emu.entra_base().to_string()),
+        ("arm", emu.arm_base().to_string()),
         ("micClientId", MIC.to_string()),
         ("micObjectId", object_id(MIC)),
         ("readerClientId", READER.to_string()),
@@ -597,9 +595,9 @@ fn add_identities(ids: &[String]) -> Value {
 // IMDS (§1.4, §1.5)
 
 async fn imds(emu: &Emulator, machine: &str, query: &str, metadata: bool) -> Reply {
-    let base = &emu.running.endpoints.imds[machine];
+    let base = emu.imds_base(machine);
     let mut request = emu
-        .http
+        .http()
         .get(format!("{base}/metadata/identity/oauth2/token?{query}"));
     if metadata {
         request = request.header("Metadata", "true");
@@ -652,9 +650,9 @@ async fn imds_with_several_user_assigned_identities_and_no_selector_is_400() {
 // Entra ID (§2.4, §2.5)
 
 async fn entra(emu: &Emulator, path: &str, form: &[(&str, &str)]) -> Reply {
-    let url = format!("{}/{TENANT}/{path}", emu.running.endpoints.entra);
+    let url = format!("{}/{TENANT}/{path}", emu.entra_base());
     let response = emu
-        .https
+        .https()
         .post(url)
         .header("client-request-id", CORRELATION)
         .form(form)
@@ -1003,7 +1001,7 @@ async fn start_update(emu: &Emulator) -> (String, String) {
 
 async fn poll(emu: &Emulator, url: &str) -> Reply {
     let path = url
-        .strip_prefix(&emu.running.endpoints.arm)
+        .strip_prefix(emu.arm_base())
         .expect("the operation URL points at the emulator's ARM");
     arm(emu, Method::GET, path, Some(&emu.arm_token(MIC)), None).await
 }

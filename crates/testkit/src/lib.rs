@@ -1,6 +1,7 @@
 //! Test support for podid's integration tests: one real kube-apiserver + etcd per test run (see
-//! `scripts/control-plane`), podid's CRDs installed, fresh namespaces, impersonated clients,
-//! server-side apply of YAML, and polling.
+//! `scripts/control-plane`), podid's CRDs and warning policies installed, fresh namespaces,
+//! impersonated clients, server-side apply of YAML, strict creates that keep the API server's
+//! warnings, and polling.
 //!
 //! ```no_run
 //! # async fn example() {
@@ -18,7 +19,9 @@ mod kubelet;
 mod loopback;
 mod names;
 mod plane;
+mod policies;
 mod wait;
+mod warnings;
 
 use std::fmt;
 use std::path::Path;
@@ -40,6 +43,7 @@ pub use loopback::ensure_loopback;
 pub use names::unique_name;
 pub use plane::KUBECONFIG_ENV;
 pub use wait::{Observation, try_wait_for, wait_for};
+pub use warnings::{Written, create_strict};
 
 /// Field manager of every server-side apply made by the test kit.
 pub const FIELD_MANAGER: &str = "podid-testkit";
@@ -56,7 +60,8 @@ static ENV: OnceCell<Result<TestEnv, String>> = OnceCell::const_new();
 
 impl TestEnv {
     /// The shared environment, prepared on first use: control plane found or started, CRDs
-    /// installed and served. Panics with the reason when that is impossible.
+    /// installed and served, warning policies in effect. Panics with the reason when that is
+    /// impossible.
     pub async fn get() -> &'static TestEnv {
         let env = ENV
             .get_or_init(|| async { Self::prepare().await.map_err(|e| e.to_string()) })
@@ -72,6 +77,7 @@ impl TestEnv {
         let config = load_config(&path).await?;
         let env = TestEnv { config };
         crds::install(&env.admin()).await?;
+        policies::install(&env.admin()).await?;
         Ok(env)
     }
 

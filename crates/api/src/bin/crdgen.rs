@@ -1,5 +1,5 @@
-//! Writes the CRDs to `deploy/crds/` (or to the directory given with `--out-dir DIR`), or prints
-//! them as one YAML stream with `--stdout`. A binary target does not get the k8s-openapi version
+//! Writes the CRDs and the warning policies to `deploy/crds/` (or to the directory given with
+//! `--out-dir DIR`), or prints them as one YAML stream with `--stdout`. A binary target does not get the k8s-openapi version
 //! feature of the crate's dev-dependencies, so run it as
 //! `K8S_OPENAPI_ENABLED_VERSION=1.36 cargo run -p podid-api --bin crdgen`.
 
@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         [] => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds"),
         ["--out-dir", dir] => PathBuf::from(dir),
         ["--stdout"] => {
-            print!("{}", podid_api::crds_yaml());
+            print!("{}", podid_api::manifests_yaml());
             return ExitCode::SUCCESS;
         }
         _ => {
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         eprintln!("crdgen: cannot create {}: {err}", out_dir.display());
         return ExitCode::FAILURE;
     }
-    for manifest in podid_api::crd_manifests() {
+    for manifest in podid_api::manifests() {
         let path = out_dir.join(&manifest.file_name);
         if let Err(err) = std::fs::write(&path, &manifest.yaml) {
             eprintln!("crdgen: cannot write {}: {err}", path.display());

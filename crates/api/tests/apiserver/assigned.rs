@@ -1,12 +1,15 @@
-//! An AzureAssignedIdentity exactly as upstream's MIC v1.8.17 writes it survives the API server
-//! and podid's types unchanged: the embedded identity and binding (with their resourceVersion,
-//! uid and annotations), the `nodename` label, the finalizer, and the status.
+//! An AzureAssignedIdentity exactly as upstream's MIC v1.8.17 writes it, or as it is exported from
+//! an upstream cluster, applies with strict field validation and survives the API server
+//! unchanged: the embedded identity and binding (with their resourceVersion, uid and
+//! annotations), the stray `metadata` objects, the `nodename` label, the finalizer, and the
+//! status. podid's types read everything but the stray `metadata`.
 
 use std::time::Duration;
 
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use podid_api::names::ASSIGNED_IDENTITY_FINALIZER;
 use podid_api::{AssignedIdentityState, AzureAssignedIdentity};
-use podid_testkit::{TestEnv, wait_for};
+use podid_testkit::{TestEnv, Written, create_strict, wait_for};
 use serde_json::{Value, json};
 
 /// The body upstream's MIC POSTs: `data/aai-upstream-v1.8.17.json` without the metadata the
@@ -14,22 +17,51 @@ use serde_json::{Value, json};
 const UPSTREAM_AAI: &str = include_str!("../data/apiserver-aai-create.json");
 
 /// Upstream's Go structs embed an empty ObjectMeta in every spec and status (`"metadata": {}`);
-/// nothing reads it, and podid's schema does not declare it, so the API server drops it.
+/// the CRD declares it, but nothing reads it, so podid's types leave it out.
 fn without_stray_metadata(value: &Value) -> Value {
+    rewrite_stray_metadata(value, None)
+}
+
+/// The API server advises a finalizer name with a path on every write of upstream's finalizer;
+/// anything else (an unknown field, a policy) would be a warning podid caused.
+fn assert_only_finalizer_advice(written: &Written) {
+    let others: Vec<&String> = written
+        .warnings
+        .iter()
+        .filter(|w| {
+            !w.starts_with(&format!(
+                "metadata.finalizers: \"{ASSIGNED_IDENTITY_FINALIZER}\": "
+            ))
+        })
+        .collect();
+    assert!(others.is_empty(), "{others:?}");
+}
+
+/// `value` with every stray `metadata: {}` replaced by `replacement`.
+fn with_stray_metadata(value: &Value, replacement: &Value) -> Value {
+    rewrite_stray_metadata(value, Some(replacement))
+}
+
+/// `value` with every `metadata: {}` of a spec or status (also of the embedded identity and
+/// binding) replaced by `replacement`, or removed when it is `None`.
+fn rewrite_stray_metadata(value: &Value, replacement: Option<&Value>) -> Value {
     let mut value = value.clone();
-    strip(&mut value, true);
+    rewrite(&mut value, true, replacement);
     value
 }
 
-fn strip(value: &mut Value, is_spec_or_status: bool) {
+fn rewrite(value: &mut Value, is_spec_or_status: bool, replacement: Option<&Value>) {
     if let Value::Object(map) = value {
         if is_spec_or_status && map.get("metadata") == Some(&json!({})) {
-            map.remove("metadata");
+            match replacement {
+                Some(replacement) => map.insert("metadata".to_owned(), replacement.clone()),
+                None => map.remove("metadata"),
+            };
         }
         for (key, child) in map.iter_mut() {
             let child_is_spec_or_status = key == "spec" || key == "status";
             if child_is_spec_or_status || key == "azureIdentityRef" || key == "azureBindingRef" {
-                strip(child, child_is_spec_or_status);
+                rewrite(child, child_is_spec_or_status, replacement);
             }
         }
     }
@@ -48,15 +80,14 @@ async fn upstream_assigned_identity_round_trips() {
         ns.name(),
         &ApiResource::erase::<AzureAssignedIdentity>(&()),
     );
-    let body: DynamicObject = serde_json::from_value(original.clone()).unwrap();
-    raw.create(&PostParams::default(), &body).await.unwrap();
+    let written = create_aai(&client, ns.name(), &original).await;
+    assert_only_finalizer_advice(&written);
 
-    // What the server stores: nothing of substance pruned.
+    // What the server stores: exactly what was sent.
     let stored = serde_json::to_value(raw.get(&name).await.unwrap()).unwrap();
     for part in ["spec", "status"] {
         assert_eq!(
-            without_stray_metadata(&original[part]),
-            stored[part],
+            original[part], stored[part],
             "{part} as stored by the API server"
         );
     }
@@ -116,6 +147,58 @@ async fn upstream_assigned_identity_round_trips() {
         || async { typed.get_opt(&name).await.ok().filter(Option::is_none) },
     )
     .await;
+}
+
+async fn create_aai(client: &kube::Client, namespace: &str, body: &Value) -> Written {
+    create_strict(
+        client,
+        &ApiResource::erase::<AzureAssignedIdentity>(&()),
+        namespace,
+        &PostParams::default(),
+        &serde_json::from_value(body.clone()).unwrap(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the AzureAssignedIdentity is refused: {e}"))
+}
+
+/// MIC serializes the empty ObjectMeta of its Go types as `{creationTimestamp: null}`; the API
+/// server stores `{}`, which is what an export from an upstream cluster then carries.
+#[tokio::test]
+async fn mic_request_body_applies_strictly_and_is_stored_as_upstream_stored_it() {
+    let env = TestEnv::get().await;
+    let ns = env.namespace("aai-go").await;
+    let client = env.admin();
+    let stored_by_upstream: Value = serde_json::from_str(UPSTREAM_AAI).unwrap();
+    let sent_by_mic = with_stray_metadata(&stored_by_upstream, &json!({"creationTimestamp": null}));
+    assert_ne!(sent_by_mic, stored_by_upstream);
+
+    let written = create_aai(&client, ns.name(), &sent_by_mic).await;
+    assert_only_finalizer_advice(&written);
+    for part in ["spec", "status"] {
+        assert_eq!(
+            written.object.data[part], stored_by_upstream[part],
+            "{part} as stored by the API server"
+        );
+    }
+}
+
+#[test]
+fn stray_metadata_is_replaced_in_spec_status_and_embedded_objects_only() {
+    let spec = json!({
+        "metadata": {},
+        "azureIdentityRef": {
+            "metadata": {},
+            "spec": {"metadata": {}},
+            "status": {"metadata": {}},
+        },
+    });
+    assert_eq!(
+        with_stray_metadata(&spec, &json!(1)),
+        json!({
+            "metadata": 1,
+            "azureIdentityRef": {"metadata": {}, "spec": {"metadata": 1}, "status": {"metadata": 1}},
+        })
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ use kube::{ResourceExt, discovery};
 use podid_api::{
     AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzurePodIdentityException,
 };
-use podid_testkit::{TestEnv, apply_yaml, parse_documents};
+use podid_testkit::{TestEnv, apply_yaml, create_strict, parse_documents};
 
 use crate::json::missing_from;
 
@@ -143,6 +143,48 @@ async fn seed_manifests_apply_unchanged_and_read_back_intact() {
             }
         }
     }
+}
+
+/// The user's identities, bindings and exceptions are accepted silently: strict field
+/// validation passes and no podid policy warns. Each goes to a fresh namespace, since the seed's
+/// own namespaces are shared with the other tests.
+#[tokio::test]
+async fn seed_custom_resources_pass_strict_validation_without_warnings() {
+    let env = TestEnv::get().await;
+    let client = env.admin();
+    let ns = env.namespace("seed-strict").await;
+    let mut checked = 0;
+    for file in [
+        "azureidentity-demo.yaml",
+        "external-dns-identity.yaml",
+        "mic-exception.yaml",
+    ] {
+        let yaml = std::fs::read_to_string(seed_dir().join(file)).unwrap();
+        for mut document in parse_documents(&yaml).unwrap() {
+            let types = document.types.clone().unwrap();
+            let gvk = GroupVersionKind::try_from(&types).unwrap();
+            assert_eq!(gvk.group, GROUP, "{file}");
+            let (resource, _) = discovery::pinned_kind(&client, &gvk).await.unwrap();
+            document.metadata.namespace = None;
+            let written = create_strict(
+                &client,
+                &resource,
+                ns.name(),
+                &PostParams::default(),
+                &document,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{file} {}: {e}", document.name_any()));
+            assert!(
+                written.warnings.is_empty(),
+                "{file} {}: {:?}",
+                document.name_any(),
+                written.warnings
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 6);
 }
 
 /// Seed manifests hard-code namespaces (`external-dns`, `default`, `kube-system`); several test

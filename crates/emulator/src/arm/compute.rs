@@ -287,7 +287,7 @@ pub fn operation(call: &mut Call<'_>, subscription: &str, location: &str, id: &s
         location,
         &policies,
     )?;
-    let body = lro::poll(call.shared, id).ok_or_else(|| {
+    let body = lro::poll(call.shared, subscription, id).ok_or_else(|| {
         ArmError::new(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -339,6 +339,17 @@ fn refusal_error(refusal: Refusal, resource: &ArmId, limit: usize) -> ArmError {
     }
 }
 
+fn current_identities(world: &World, kind: ComputeKind, key: &str) -> IdentitySet {
+    compute_ref(world, kind, key)
+        .map(|c| c.identity.clone())
+        .unwrap_or_default()
+}
+
+/// The current generation of each user-assigned identity (by key); `None` if it does not exist.
+fn live_generation(world: &World) -> impl Fn(&str) -> Option<u64> + '_ {
+    |key| world.identities.get(key).map(|i| i.generation)
+}
+
 /// PATCH (merge) or PUT (replace) of a VM's or scale set's identity.
 pub fn update(
     call: &mut Call<'_>,
@@ -356,17 +367,19 @@ pub fn update(
     let mut world = shared.world_mut();
     call.require(&world, &write_action, &id)?;
     if let Some(request) = &body.identity {
-        let unlinked: Vec<String> = request
-            .assigned()
-            .filter(|uami| {
-                !call.permitted(
-                    &world,
-                    "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
-                    &ArmId::new(uami),
-                )
-            })
-            .map(str::to_string)
-            .collect();
+        let current = current_identities(&world, kind, id.key());
+        let unlinked: Vec<String> =
+            identity::newly_assigned(&current, request, &live_generation(&world))
+                .into_iter()
+                .filter(|uami| {
+                    !call.permitted(
+                        &world,
+                        "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
+                        &ArmId::new(uami),
+                    )
+                })
+                .map(str::to_string)
+                .collect();
         if !unlinked.is_empty() {
             return Err(error::linked_authorization_failed(
                 &call.caller.client_id,
@@ -406,18 +419,16 @@ pub fn update(
         if !knobs.allow_concurrent_updates {
             return Err(error::conflict());
         }
-        if let Some(op) = inner.operations.get_mut(&running) {
-            lro::finish(call.shared, &mut world, op, call.now);
-        }
+        inner
+            .operations
+            .finish(call.shared, &mut world, &running, call.now);
     }
     let policies = match kind {
         ComputeKind::VirtualMachine => &knobs.compute_policies.vm_update,
         ComputeKind::ScaleSet => &knobs.compute_policies.scale_set_update,
     };
     charge(call, &mut inner, subscription, &location, policies)?;
-    let current = compute_ref(&world, kind, id.key())
-        .map(|c| c.identity.clone())
-        .unwrap_or_default();
+    let current = current_identities(&world, kind, id.key());
     // A PATCH without `identity` leaves identities alone; a PUT without it removes them all.
     let change = match (body.identity, mode) {
         (None, Mode::Merge) => identity::IdentityChange::default(),
@@ -426,7 +437,7 @@ pub fn update(
             &request.unwrap_or_default(),
             mode,
             knobs.identities_per_request,
-            |key| world.identities.contains_key(key),
+            live_generation(&world),
         )
         .map_err(|r| refusal_error(r, &resource_id, knobs.identities_per_request))?,
     };
@@ -452,21 +463,20 @@ pub fn update(
         Some(n) => Completion::AfterPolls(n),
         None => Completion::At(call.now + Duration::from_millis(knobs.lro_duration_ms)),
     };
-    inner.operations.insert(
-        op_id.clone(),
-        AsyncOperation {
-            id: op_id.clone(),
-            kind,
-            target: id.key().to_string(),
-            change,
-            failure,
-            started: call.now,
-            completion,
-            polls: 0,
-            status: Status::InProgress,
-            ended: None,
-        },
-    );
+    inner.operations.start(AsyncOperation {
+        id: op_id.clone(),
+        subscription: subscription.to_string(),
+        kind,
+        target: id.key().to_string(),
+        change,
+        failure,
+        started: call.now,
+        completion,
+        polls: 0,
+        status: Status::InProgress,
+        ended: None,
+        queued: None,
+    });
     if let Some(c) = lro::compute_mut(&mut world, kind, id.key()) {
         c.provisioning_state = "Updating".into();
         c.operation_in_flight = Some(op_id.clone());

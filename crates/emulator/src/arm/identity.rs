@@ -87,7 +87,7 @@ pub struct IdentityRequest {
 }
 
 impl IdentityRequest {
-    /// IDs the request assigns: the ones ARM's linked-access check covers.
+    /// IDs the request assigns (`{}`), held already or not.
     pub fn assigned(&self) -> impl Iterator<Item = &str> {
         self.entries
             .iter()
@@ -178,14 +178,39 @@ pub enum Mode {
     Replace,
 }
 
+/// Whether the machine holds the identity now living under `key` (not one deleted since, whose
+/// assignment is dead). `live` gives an identity's current generation, `None` if it does not
+/// exist.
+fn holds_live(current: &IdentitySet, key: &str, live: &impl Fn(&str) -> Option<u64>) -> bool {
+    current
+        .user_assigned
+        .get(key)
+        .is_some_and(|a| live(key) == Some(a.generation))
+}
+
+/// The IDs a request really adds: `{}` entries for identities the machine does not already
+/// hold. ARM's linked `assign/action` check and its per-request limit count only these (and,
+/// for the limit, the removals), not identities a request repeats.
+pub fn newly_assigned<'r>(
+    current: &IdentitySet,
+    request: &'r IdentityRequest,
+    live: &impl Fn(&str) -> Option<u64>,
+) -> Vec<&'r str> {
+    request
+        .assigned()
+        .filter(|id| !holds_live(current, &normalize(id), live))
+        .collect()
+}
+
 /// Validates a request against the current identities (the order mirrors CRP: type, duplicates,
-/// type/map consistency, per-request limit, existence, the resulting map).
+/// type/map consistency, per-request limit, existence, the resulting map). `live` gives an
+/// identity's current generation, `None` if it does not exist.
 pub fn plan(
     current: &IdentitySet,
     request: &IdentityRequest,
     mode: Mode,
     limit: usize,
-    exists: impl Fn(&str) -> bool,
+    live: impl Fn(&str) -> Option<u64>,
 ) -> Result<IdentityChange, Refusal> {
     let current_type = IdentityType::of(
         current.system_assigned.is_some(),
@@ -222,27 +247,27 @@ pub fn plan(
             Vec::new(),
         ),
     };
-    let changed = match mode {
-        Mode::Merge => request.entries.len(),
+    let added = newly_assigned(current, request, &live).len();
+    let removed = match mode {
+        Mode::Merge => remove
+            .iter()
+            .filter(|e| current.user_assigned.contains_key(&normalize(&e.id)))
+            .count(),
         Mode::Replace => {
             let wanted: BTreeMap<String, ()> =
                 assign.iter().map(|e| (normalize(&e.id), ())).collect();
-            let added = wanted
-                .keys()
-                .filter(|k| !current.user_assigned.contains_key(*k))
-                .count();
-            let removed = current
+            current
                 .user_assigned
                 .keys()
                 .filter(|k| !wanted.contains_key(*k))
-                .count();
-            added + removed
+                .count()
         }
     };
+    let changed = added + removed;
     if changed > limit {
         return Err(Refusal::TooMany(changed));
     }
-    if let Some(missing) = assign.iter().find(|e| !exists(&normalize(&e.id))) {
+    if let Some(missing) = assign.iter().find(|e| live(&normalize(&e.id)).is_none()) {
         return Err(Refusal::Missing(missing.id.clone()));
     }
     let remaining = match mode {
@@ -398,7 +423,7 @@ mod tests {
     }
 
     fn run(current: &IdentitySet, json: &str) -> Result<IdentitySet, Refusal> {
-        let change = plan(current, &request(json), Mode::Merge, 150, |_| true)?;
+        let change = plan(current, &request(json), Mode::Merge, 150, |_| Some(1))?;
         let mut next = current.clone();
         let vis = Visibility {
             now: SystemTime::UNIX_EPOCH,
@@ -544,7 +569,7 @@ mod tests {
             )),
             Mode::Merge,
             150,
-            |k| !k.ends_with("gone"),
+            |k| (!k.ends_with("gone")).then_some(1),
         );
         assert_eq!(change.err(), Some(Refusal::Missing(id("gone"))));
     }
@@ -564,10 +589,70 @@ mod tests {
             )
         };
         let cur = set(false, &[]);
-        assert!(plan(&cur, &request(&body(150)), Mode::Merge, 150, |_| true).is_ok());
+        assert!(plan(&cur, &request(&body(150)), Mode::Merge, 150, |_| Some(1)).is_ok());
         assert_eq!(
-            plan(&cur, &request(&body(151)), Mode::Merge, 150, |_| true).err(),
+            plan(&cur, &request(&body(151)), Mode::Merge, 150, |_| Some(1)).err(),
             Some(Refusal::TooMany(151))
+        );
+    }
+
+    #[test]
+    fn identities_already_held_do_not_count_against_the_limit() {
+        let held: Vec<String> = (0..3).map(|i| format!("h{i}")).collect();
+        let held: Vec<&str> = held.iter().map(String::as_str).collect();
+        let cur = set(false, &held);
+        // Three repeats, one new, one removal of a held one, one removal of an absent one.
+        let body = format!(
+            r#"{{"type":"UserAssigned","userAssignedIdentities":{{"{}":{{}},"{}":{{}},"{}":{{}},"{}":{{}},"{}":null,"{}":null}}}}"#,
+            id("h0"),
+            id("H1"),
+            id("h2"),
+            id("new"),
+            id("h2x"),
+            id("absent")
+        );
+        let req = request(&body);
+        assert_eq!(newly_assigned(&cur, &req, &|_| Some(1)), [id("new")]);
+        assert!(plan(&cur, &req, Mode::Merge, 1, |_| Some(1)).is_ok());
+        let with_removal = request(&format!(
+            r#"{{"type":"UserAssigned","userAssignedIdentities":{{"{}":{{}},"{}":null}}}}"#,
+            id("new"),
+            id("h0")
+        ));
+        assert_eq!(
+            plan(&cur, &with_removal, Mode::Merge, 1, |_| Some(1)).err(),
+            Some(Refusal::TooMany(2))
+        );
+        // PUT: the listed held ones are kept, not added; the unlisted ones are removed.
+        let put = request(&format!(
+            r#"{{"type":"UserAssigned","userAssignedIdentities":{{"{}":{{}},"{}":{{}}}}}}"#,
+            id("h0"),
+            id("new")
+        ));
+        assert_eq!(
+            plan(&cur, &put, Mode::Replace, 2, |_| Some(1)).err(),
+            Some(Refusal::TooMany(3))
+        );
+        assert!(plan(&cur, &put, Mode::Replace, 3, |_| Some(1)).is_ok());
+    }
+
+    #[test]
+    fn a_held_identity_deleted_and_recreated_since_counts_as_new() {
+        let cur = set(false, &["a", "b"]);
+        let req = request(&format!(
+            r#"{{"type":"UserAssigned","userAssignedIdentities":{{"{}":{{}},"{}":{{}}}}}}"#,
+            id("a"),
+            id("b")
+        ));
+        // `a` was recreated (generation 2); the machine still holds generation 1.
+        let live = |k: &str| Some(if k.ends_with("/a") { 2 } else { 1 });
+        assert_eq!(newly_assigned(&cur, &req, &live), [id("a")]);
+        // `b` was deleted: assigning it again is both new and missing.
+        let gone = |k: &str| (!k.ends_with("/b")).then_some(1);
+        assert_eq!(newly_assigned(&cur, &req, &gone), [id("b")]);
+        assert_eq!(
+            plan(&cur, &req, Mode::Merge, 150, gone).err(),
+            Some(Refusal::Missing(id("b")))
         );
     }
 
@@ -582,7 +667,7 @@ mod tests {
             )),
             Mode::Replace,
             150,
-            |_| true,
+            |_| Some(1),
         )
         .expect("ok");
         let mut next = cur.clone();
@@ -606,7 +691,7 @@ mod tests {
             )),
             Mode::Merge,
             150,
-            |_| true,
+            |_| Some(2),
         )
         .expect("ok");
         let mut next = cur.clone();

@@ -32,7 +32,7 @@ pub use throttle::{BucketKnob, ComputePolicies, PolicyKnob};
 
 use crate::armid::ArmId;
 use crate::faults::{ErrorFault, Surface};
-use crate::journal::{Observed, Operation, observe};
+use crate::journal::{FaultContext, Observed, Operation, observe};
 use crate::state::Shared;
 use crate::world::World;
 use auth::Caller;
@@ -50,7 +50,7 @@ pub enum LroMode {
     Sync,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct ArmKnobs {
     /// Most user-assigned identities one PATCH or PUT may add or remove (ARM: 150).
@@ -73,6 +73,9 @@ pub struct ArmKnobs {
     pub subscription_writes: BucketKnob,
     /// Compute resource-provider policies per subscription and region.
     pub compute_policies: ComputePolicies,
+    /// How long a finished operation's status URL still answers; after that it is forgotten
+    /// and answers 404, so long runs do not accumulate operations.
+    pub operation_retention_secs: u64,
 }
 
 impl Default for ArmKnobs {
@@ -93,6 +96,7 @@ impl Default for ArmKnobs {
                 refill_per_second: 10.0,
             },
             compute_policies: ComputePolicies::default(),
+            operation_retention_secs: 3600,
         }
     }
 }
@@ -101,7 +105,7 @@ impl Default for ArmKnobs {
 /// generation of deleted user-assigned identities (a recreated one gets the next).
 #[derive(Debug, Default)]
 pub struct ArmInner {
-    pub operations: BTreeMap<String, lro::AsyncOperation>,
+    pub operations: lro::Operations,
     pub throttle: Throttle,
     pub retired_generations: BTreeMap<String, u64>,
 }
@@ -291,27 +295,14 @@ fn serve(
             Vec::new(),
         );
     };
-    let endpoints = shared.endpoints();
-    let (tenant_id, subscription_known) = {
-        let world = shared.world();
-        let known = world
-            .subscriptions
-            .contains_key(&route.subscription().to_ascii_lowercase());
-        (world.tenant_id.clone(), known)
-    };
-    let caller = match auth::authenticate(
-        headers,
-        &auth::AuthContext {
-            tokens: &shared.tokens,
-            now: shared.clock.unix(),
-            tenant_id: &tenant_id,
-            authority: &endpoints.entra,
-            own_base_url: &endpoints.arm,
-        },
-    ) {
+    let caller = match authenticate(shared, headers) {
         Ok(caller) => caller,
         Err(e) => return (REJECTED, Err(e), Vec::new()),
     };
+    let subscription_known = shared
+        .world()
+        .subscriptions
+        .contains_key(&route.subscription().to_ascii_lowercase());
     if !subscription_known {
         return (
             REJECTED,
@@ -403,13 +394,25 @@ fn serve(
     (operation, outcome, call.headers)
 }
 
+/// The caller named by the request's bearer token (see [`auth::authenticate`]).
+fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Caller, ArmError> {
+    let endpoints = shared.endpoints();
+    let tenant_id = shared.world().tenant_id.clone();
+    auth::authenticate(
+        headers,
+        &auth::AuthContext {
+            tokens: &shared.tokens,
+            now: shared.clock.unix(),
+            tenant_id: &tenant_id,
+            authority: &endpoints.entra,
+            own_base_url: &endpoints.arm,
+        },
+    )
+}
+
 /// The front door's per-principal token bucket; its remaining count goes on every response.
 fn front_door(call: &mut Call<'_>, subscription: &str) -> Result<(), ArmError> {
-    let access = if *call.method == Method::GET {
-        Access::Read
-    } else {
-        Access::Write
-    };
+    let access = Access::of(call.method.as_str());
     let knob = call.shared.knobs_with(|k| match access {
         Access::Read => k.arm.subscription_reads.clone(),
         Access::Write => k.arm.subscription_writes.clone(),
@@ -533,58 +536,77 @@ fn respond(
     response
 }
 
-/// A fault rule's error in ARM's envelope; 429s and 5xx carry an integer `Retry-After`.
-fn render_fault(error: &ErrorFault) -> Response {
-    let ErrorFault {
-        status,
-        code,
-        message,
-        retry_after,
-        body,
-        ..
-    } = error;
-    let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let default_code = match status.as_u16() {
+/// `Retry-After` of a 429 fault rule that names none.
+const DEFAULT_FAULT_RETRY_AFTER_SECS: u64 = 1;
+
+/// A fault rule's error, answered like any ARM error (envelope and common headers). A 429
+/// without `code`, `message` or `body` is the front door's throttle exactly as a real one
+/// looks: `SubscriptionRequestsThrottled` naming the subscription and the caller (`unknown`
+/// without a valid token), `Retry-After`, and the remaining-requests header at 0. The rule's
+/// `code`, `message` and `body` replace their parts; `retryAfter` adds `Retry-After` to any
+/// status.
+fn render_fault(fault: &ErrorFault, request: &FaultContext<'_>) -> Response {
+    let status = StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut extra = Vec::new();
+    let mut error = if status == StatusCode::TOO_MANY_REQUESTS {
+        let access = Access::of(request.method);
+        // Any path under a subscription, routed or not (a fault may match either).
+        let subscription = request
+            .path
+            .split('/')
+            .skip_while(|segment| !segment.eq_ignore_ascii_case("subscriptions"))
+            .nth(1)
+            .unwrap_or_default();
+        let actor = authenticate(request.shared, request.headers)
+            .map_or_else(|_| "unknown".to_string(), |caller| caller.object_id);
+        extra.push((access.header(), "0".to_string()));
+        throttle::subscription_throttled(
+            access,
+            subscription,
+            &actor,
+            fault.retry_after.unwrap_or(DEFAULT_FAULT_RETRY_AFTER_SECS),
+        )
+    } else {
+        let error = ArmError::new(
+            status,
+            default_fault_code(status),
+            format!("The emulator answered {status} as a fault rule asked."),
+        );
+        match fault.retry_after {
+            Some(secs) => error.with_header("retry-after", secs.to_string()),
+            None => error,
+        }
+    };
+    if let Some(code) = &fault.code {
+        error.code = code.clone();
+    }
+    if let Some(message) = &fault.message {
+        error.message = message.clone();
+    }
+    let mut response = respond(request.shared, "fault", Err(error), extra, request.headers);
+    if let Some(body) = &fault.body {
+        *response.body_mut() = axum::body::Body::from(body.to_string());
+    }
+    response
+}
+
+fn default_fault_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
         400 => "BadRequest",
         401 => "AuthenticationFailed",
         403 => "AuthorizationFailed",
         404 => "ResourceNotFound",
         409 => "Conflict",
-        429 => "TooManyRequests",
         500 => "InternalServerError",
         503 => "ServiceUnavailable",
         _ => "Error",
-    };
-    let body = body.clone().unwrap_or_else(|| {
-        ArmError::new(
-            status,
-            code.as_deref().unwrap_or(default_code),
-            message.clone().unwrap_or_else(|| {
-                format!("The emulator answered {status} as a fault rule asked.")
-            }),
-        )
-        .body()
-    });
-    let mut response = (status, body.to_string()).into_response();
-    let h = response.headers_mut();
-    h.insert(
-        axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    let request_id = uuid::Uuid::new_v4().to_string();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        h.insert("x-ms-request-id", v.clone());
-        h.insert("x-ms-correlation-request-id", v);
     }
-    let retry_after = retry_after.or((status == StatusCode::TOO_MANY_REQUESTS).then_some(1));
-    if let Some(secs) = retry_after {
-        h.insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    response
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -613,13 +635,106 @@ mod tests {
         assert!(check_api_version(Some("api-version=2019-12-01-"), "2018-06-01").is_err());
     }
 
-    #[test]
-    fn faults_render_in_the_arm_envelope_with_an_integer_retry_after() {
-        let r = render_fault(&ErrorFault::status(429));
-        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(
-            r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
-            Some("1")
+    fn render(fault: serde_json::Value, method: &str, headers: &HeaderMap) -> Response {
+        let shared = crate::state::for_tests(
+            "tenantId: 72f988bf-86f1-41af-91ab-2d7cd011db47\n\
+             subscriptions: [{id: 6a1c4b1e-2f0d-4c5e-9a7b-3d2e1f0a9b8c}]\n",
         );
+        let fault: ErrorFault = serde_json::from_value(fault).expect("an error fault");
+        render_fault(
+            &fault,
+            &FaultContext {
+                shared: &shared,
+                method,
+                path: "/subscriptions/6A1C4B1E-2f0d-4c5e-9a7b-3d2e1f0a9b8c/resourceGroups/rg",
+                headers,
+            },
+        )
+    }
+
+    fn body(response: Response) -> serde_json::Value {
+        let bytes =
+            futures::executor::block_on(axum::body::to_bytes(response.into_body(), 1 << 16))
+                .expect("a body");
+        serde_json::from_slice(&bytes).expect("JSON")
+    }
+
+    #[test]
+    fn a_429_fault_is_the_front_doors_throttle() {
+        let r = render(json!({"status": 429}), "PATCH", &HeaderMap::new());
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        assert_eq!(header("retry-after").as_deref(), Some("1"));
+        assert_eq!(
+            header("x-ms-ratelimit-remaining-subscription-writes").as_deref(),
+            Some("0")
+        );
+        assert!(header("x-ms-routing-request-id").is_some());
+        assert_eq!(
+            header("content-type").as_deref(),
+            Some("application/json; charset=utf-8")
+        );
+        assert_eq!(
+            body(r)["error"],
+            json!({
+                "code": "SubscriptionRequestsThrottled",
+                "message": "Number of 'write' requests for subscription \
+                    '6A1C4B1E-2f0d-4c5e-9a7b-3d2e1f0a9b8c' actor 'unknown' exceeded. Please try \
+                    again after '1' seconds after additional tokens are available. Refer to \
+                    https://aka.ms/arm-throttling for additional information."
+            })
+        );
+    }
+
+    #[test]
+    fn a_faults_code_message_body_and_retry_after_replace_the_defaults() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-ms-correlation-request-id",
+            HeaderValue::from_static("c-1"),
+        );
+        let r = render(
+            json!({"status": 429, "code": "ResourceRequestsThrottled", "retryAfter": 9}),
+            "GET",
+            &headers,
+        );
+        assert_eq!(r.headers()["retry-after"], "9");
+        assert_eq!(
+            r.headers()["x-ms-ratelimit-remaining-subscription-reads"],
+            "0"
+        );
+        assert_eq!(r.headers()["x-ms-correlation-request-id"], "c-1");
+        let b = body(r);
+        assert_eq!(b["error"]["code"], "ResourceRequestsThrottled");
+        assert!(
+            b["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("after '9' seconds"))
+        );
+
+        let r = render(
+            json!({"status": 503, "retryAfter": 2, "message": "down"}),
+            "GET",
+            &headers,
+        );
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()["retry-after"], "2");
+        assert_eq!(
+            body(r),
+            json!({"error": {"code": "ServiceUnavailable", "message": "down"}})
+        );
+
+        let r = render(
+            json!({"status": 500, "body": {"odd": true}}),
+            "GET",
+            &headers,
+        );
+        assert!(r.headers().get("retry-after").is_none());
+        assert_eq!(body(r), json!({"odd": true}));
     }
 }

@@ -102,6 +102,15 @@ pub enum Access {
 }
 
 impl Access {
+    /// GETs are reads; every other method is a write.
+    pub fn of(method: &str) -> Self {
+        if method.eq_ignore_ascii_case("GET") {
+            Access::Read
+        } else {
+            Access::Write
+        }
+    }
+
     fn word(self) -> &'static str {
         match self {
             Access::Read => "read",
@@ -149,6 +158,11 @@ fn seconds_until_refilled(missing: f64, rate: f64) -> u64 {
     ((missing / rate).ceil() as u64).max(1)
 }
 
+/// Rounds up: a client told to wait less than the window has left would be refused again.
+fn whole_seconds_up(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Window {
     pub start: SystemTime,
@@ -180,11 +194,7 @@ pub fn charge(window: &mut Window, policy: &PolicyKnob, now: SystemTime) -> Char
         };
     }
     let end = window.start + length;
-    let retry_after = end
-        .duration_since(now)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
-        .max(1);
+    let retry_after = whole_seconds_up(end.duration_since(now).unwrap_or(Duration::ZERO)).max(1);
     let detail = json!({
         "operationGroup": policy.name,
         "startTime": arm_timestamp(window.start),
@@ -282,5 +292,32 @@ mod tests {
                 .exceeded
                 .is_none()
         );
+    }
+
+    #[test]
+    fn the_crp_retry_after_rounds_up_to_the_end_of_the_window() {
+        let p = policy("PutVM3Min", 180, 1);
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600);
+        let retry_after = |left: Duration| {
+            let mut w = Window {
+                start: t0,
+                count: 1,
+            };
+            let now = t0 + Duration::from_secs(180) - left;
+            let e = charge(&mut w, &p, now).exceeded.expect("throttled");
+            e.headers[0].1.clone()
+        };
+        assert_eq!(retry_after(Duration::from_millis(300)), "1");
+        assert_eq!(retry_after(Duration::from_millis(1_300)), "2");
+        assert_eq!(retry_after(Duration::from_millis(120_500)), "121");
+        assert_eq!(retry_after(Duration::from_secs(120)), "120");
+    }
+
+    #[test]
+    fn whole_seconds_round_up_and_keep_exact_values() {
+        assert_eq!(whole_seconds_up(Duration::ZERO), 0);
+        assert_eq!(whole_seconds_up(Duration::from_nanos(1)), 1);
+        assert_eq!(whole_seconds_up(Duration::from_secs(3)), 3);
+        assert_eq!(whole_seconds_up(Duration::from_millis(2_001)), 3);
     }
 }

@@ -181,7 +181,9 @@ impl Aadsts {
                 400,
                 "invalid_resource",
                 "The resource principal named {resource} was not found in the tenant named \
-                 {tenant}.",
+                 {tenant}. This can happen if the application has not been installed by the \
+                 administrator of the tenant or consented to by any user in the tenant. You \
+                 might have sent your authentication request to the wrong tenant.",
             ),
             Aadsts::ScopeWithoutDefault => e(
                 1002012,
@@ -195,8 +197,8 @@ impl Aadsts {
                 70011,
                 400,
                 "invalid_scope",
-                "The provided value for the input parameter 'scope' is not valid. The scope \
-                 {scope} is not valid.",
+                "The provided request must include a 'scope' input parameter. The provided value \
+                 for the input parameter 'scope' is not valid. The scope {scope} is not valid.",
             ),
             Aadsts::InvalidInstance => e(
                 50049,

@@ -31,7 +31,7 @@ use crate::journal::{Observed, observe};
 use crate::state::Shared;
 use crate::world::World;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct EntraKnobs {
     /// Lifetime, in seconds, of the tokens the token endpoints issue to service principals
@@ -109,7 +109,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 shared: shared.clone(),
                 surface: Surface::Entra,
                 machine: None,
-                render_fault,
+                // Nothing about the request changes how this surface renders a fault.
+                render_fault: |error, _| render_fault(error),
             },
             observe,
         ))

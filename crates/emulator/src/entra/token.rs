@@ -93,20 +93,31 @@ pub fn parse_form(endpoint: Endpoint, body: &[u8]) -> Result<ClientCredentials, 
     })
 }
 
-/// The resource a v2 client-credentials scope names: exactly one `<resource>/.default`.
+/// OpenID Connect scopes Entra ID ignores in a client-credentials request. MSAL for Go adds
+/// them to every request (`<resource>/.default openid offline_access profile`); Entra grants
+/// the resource's token and, as for any client-credentials grant, echoes no `scope`.
+const RESERVED_SCOPES: [&str; 3] = ["openid", "offline_access", "profile"];
+
+/// The resource a v2 client-credentials scope names: exactly one `<resource>/.default`, beside
+/// any of the reserved OIDC scopes. Errors name the scope as sent.
 pub fn resource_from_scope(scope: &str) -> Result<String, AadError> {
-    let scopes: Vec<&str> = scope.split_whitespace().collect();
+    let scopes: Vec<&str> = scope
+        .split_whitespace()
+        .filter(|s| !RESERVED_SCOPES.iter().any(|r| r.eq_ignore_ascii_case(s)))
+        .collect();
+    let invalid = |kind| AadError::new(kind, &[("scope", scope.trim())]);
     match scopes.as_slice() {
-        [] => Err(AadError::new(Aadsts::MissingField, &[("field", "scope")])),
+        [] if scope.trim().is_empty() => {
+            Err(AadError::new(Aadsts::MissingField, &[("field", "scope")]))
+        }
+        // Only reserved scopes: no resource to issue a token for.
+        [] => Err(invalid(Aadsts::ScopeWithoutDefault)),
         [single] => match single.strip_suffix("/.default") {
             Some(resource) if !resource.is_empty() => Ok(resource.to_string()),
-            Some(_) => Err(AadError::new(Aadsts::InvalidScope, &[("scope", single)])),
-            None => Err(AadError::new(
-                Aadsts::ScopeWithoutDefault,
-                &[("scope", single)],
-            )),
+            Some(_) => Err(invalid(Aadsts::InvalidScope)),
+            None => Err(invalid(Aadsts::ScopeWithoutDefault)),
         },
-        _ => Err(AadError::new(Aadsts::InvalidScope, &[("scope", scope)])),
+        _ => Err(invalid(Aadsts::InvalidScope)),
     }
 }
 
@@ -256,6 +267,13 @@ fn grant(
         }
     };
 
+    // After authentication, so only a signed-in client learns which resources exist.
+    if !shared.resource_known(&shared.world(), &request.resource) {
+        return Err(AadError::new(
+            Aadsts::ResourceNotFound,
+            &[("resource", &request.resource), ("tenant", &tenant_id)],
+        ));
+    }
     let version = token_version(
         &request.resource,
         &knobs.v2_resources,
@@ -366,6 +384,39 @@ mod tests {
         assert_eq!(code("/.default"), 70011);
         assert_eq!(code("a/.default b/.default"), 70011);
         assert_eq!(code(""), 90014);
+        assert_eq!(code("   "), 90014);
+    }
+
+    #[test]
+    fn reserved_oidc_scopes_beside_one_default_are_ignored() {
+        let msal_go = "https://management.azure.com//.default openid offline_access profile";
+        assert_eq!(
+            resource_from_scope(msal_go).expect("accepted"),
+            "https://management.azure.com/"
+        );
+        assert_eq!(
+            resource_from_scope("OpenID https://vault.azure.net/.default").expect("accepted"),
+            "https://vault.azure.net"
+        );
+    }
+
+    #[test]
+    fn reserved_scopes_do_not_rescue_an_invalid_request() {
+        let err = |s: &str| resource_from_scope(s).expect_err("rejected");
+        let two = err("https://vault.azure.net/.default https://storage.azure.com/.default openid");
+        assert_eq!(two.code, 70011);
+        // The error names the scope exactly as sent, reserved scopes included.
+        assert!(
+            two.description.contains(
+                "The scope https://vault.azure.net/.default https://storage.azure.com/.default openid is not valid"
+            ),
+            "{}",
+            two.description
+        );
+        assert_eq!(err("openid offline_access profile").code, 1002012);
+        assert_eq!(err("openid User.Read").code, 1002012);
+        // `email` is an OIDC scope MSAL never adds here: not ignored.
+        assert_eq!(err("https://vault.azure.net/.default email").code, 70011);
     }
 
     #[test]

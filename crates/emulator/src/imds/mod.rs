@@ -70,10 +70,6 @@ pub struct ImdsKnobs {
     /// Access-token format: 1 (issuer `https://sts.windows.net/<tenant>/`, `appid`; what
     /// management.azure.com receives) or 2 (v2.0 issuer, `azp`).
     pub token_version: TokenVersion,
-    /// When non-empty, only these resources get tokens (compared ignoring case and a trailing
-    /// `/`); any other → 400 `invalid_resource` with AADSTS500011 text. Empty (default) = any
-    /// resource, since the emulator does not model resource applications.
-    pub allowed_resources: Vec<String>,
 }
 
 impl Default for ImdsKnobs {
@@ -86,7 +82,6 @@ impl Default for ImdsKnobs {
             strict_metadata_case: false,
             token_lifetime_secs: 86_399,
             token_version: TokenVersion::V1,
-            allowed_resources: Vec::new(),
         }
     }
 }
@@ -181,7 +176,8 @@ pub fn router(shared: Arc<Shared>, machine: MachineRef, name: &str) -> Router {
                 shared,
                 surface: Surface::Imds,
                 machine: Some(name),
-                render_fault,
+                // Nothing about the request changes how this surface renders a fault.
+                render_fault: |error, _| render_fault(error),
             },
             observe,
         ))

@@ -137,7 +137,11 @@ pub fn default_error(status: u16) -> (&'static str, &'static str) {
     }
 }
 
-/// A fault rule's answer: `body` verbatim, else the identity shape with defaults per status.
+/// `Retry-After` of a 429 whose fault rule names none: what IMDS's own rate limit sends.
+const DEFAULT_THROTTLE_RETRY_AFTER_SECS: u64 = 1;
+
+/// A fault rule's answer: `body` verbatim, else the identity shape with defaults per status; a
+/// 429 always carries `Retry-After` (1 s unless the rule says otherwise).
 pub fn fault(
     status: u16,
     code: Option<&str>,
@@ -157,6 +161,9 @@ pub fn fault(
         )
         .respond(op),
     };
+    let retry_after = retry_after
+        .or((status_code == StatusCode::TOO_MANY_REQUESTS)
+            .then_some(DEFAULT_THROTTLE_RETRY_AFTER_SECS));
     with_retry_after(response, retry_after)
 }
 
@@ -190,5 +197,20 @@ mod tests {
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
         assert_eq!(response.headers()[header::SERVER], SERVER);
         assert_eq!(response.headers()[header::CONTENT_TYPE], JSON);
+    }
+
+    #[test]
+    fn a_throttling_fault_says_when_to_retry_even_if_the_rule_does_not() {
+        let response = fault(429, None, None, None, None);
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let response = fault(429, None, None, Some(4), Some(&serde_json::json!({})));
+        assert_eq!(response.headers()[header::RETRY_AFTER], "4");
+        assert!(
+            fault(500, None, None, None, None)
+                .headers()
+                .get(header::RETRY_AFTER)
+                .is_none()
+        );
     }
 }

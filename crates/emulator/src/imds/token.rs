@@ -16,6 +16,7 @@ use super::reply::{self, IdentityError};
 use super::selection::{self, Chosen};
 use super::{ImdsKnobs, MachineContext, OP_REJECTED, OP_TOKEN};
 use crate::clock::unix_seconds;
+use crate::entra::aadsts::{AadError, Aadsts};
 use crate::tokens::{IssuedToken, Subject, TokenRequest};
 use crate::world::stable_guid;
 
@@ -107,17 +108,16 @@ fn plan(
         query.selector.as_ref(),
     )
     .map_err(|e| IdentityError::invalid_request(e.description()))?;
-    if !resource_allowed(&query.resource, &knobs.allowed_resources) {
+    if !ctx.shared.resource_known(&world, &query.resource) {
+        // IMDS passes Entra ID's refusal on in its own shape.
+        let refusal = AadError::new(
+            Aadsts::ResourceNotFound,
+            &[("resource", &query.resource), ("tenant", &world.tenant_id)],
+        );
         return Err(IdentityError::new(
             StatusCode::BAD_REQUEST,
-            "invalid_resource",
-            format!(
-                "AADSTS500011: The resource principal named {} was not found in the tenant \
-                 named {}. This can happen if the application has not been installed by the \
-                 administrator of the tenant or consented to by any user in the tenant. You \
-                 might have sent your authentication request to the wrong tenant.",
-                query.resource, world.tenant_id
-            ),
+            &refusal.error,
+            format!("AADSTS{}: {}", refusal.code, refusal.description),
         ));
     }
     let (identity, assignment, request) = match chosen {
@@ -212,23 +212,9 @@ pub fn system_assigned_client_id(principal_id: &str) -> String {
     stable_guid(&format!("system-assigned-client/{principal_id}"))
 }
 
-/// Empty `allowed` admits any resource; otherwise compare ignoring case and a trailing `/`.
-fn resource_allowed(resource: &str, allowed: &[String]) -> bool {
-    let norm = |r: &str| r.trim_end_matches('/').to_ascii_lowercase();
-    allowed.is_empty() || allowed.iter().any(|a| norm(a) == norm(resource))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn resources_match_ignoring_case_and_trailing_slash() {
-        assert!(resource_allowed("https://anything", &[]));
-        let allowed = vec!["https://management.azure.com/".to_string()];
-        assert!(resource_allowed("https://Management.azure.com", &allowed));
-        assert!(!resource_allowed("https://vault.azure.net", &allowed));
-    }
 
     #[test]
     fn system_assigned_client_ids_are_stable_guids() {

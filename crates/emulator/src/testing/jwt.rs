@@ -1,14 +1,22 @@
-//! Reading JWTs without verifying them (verification is the emulator's `TokenIssuer::verify`).
+//! Reading JWTs without verifying them (verification is [`TokenIssuer::verify`]).
+//!
+//! [`TokenIssuer::verify`]: crate::tokens::TokenIssuer::verify
 
 use base64::Engine;
 use serde_json::Value;
 
 /// The claims of a JWT, decoded without verification.
+///
+/// # Panics
+/// If `jwt` is not three base64url segments of JSON.
 pub fn jwt_claims(jwt: &str) -> Value {
     segment(jwt, 1)
 }
 
 /// The header of a JWT, decoded without verification.
+///
+/// # Panics
+/// If `jwt` is not three base64url segments of JSON.
 pub fn jwt_header(jwt: &str) -> Value {
     segment(jwt, 0)
 }
