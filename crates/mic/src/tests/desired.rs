@@ -1,0 +1,375 @@
+use pretty_assertions::assert_eq;
+
+use super::fixtures::*;
+use crate::diagnostics::{BindingProblem, IdentityProblem, PodProblem};
+use crate::{Diagnostic, IdentityTarget, MatchOptions, ObjectRef, PodPhase, desired};
+
+fn names(state: &crate::DesiredState) -> Vec<String> {
+    state.assignments.keys().cloned().collect()
+}
+
+const OPTIONS: MatchOptions = MatchOptions {
+    force_namespaced: false,
+};
+
+#[test]
+fn a_pod_matches_a_binding_whose_selector_equals_its_label_exactly() {
+    let state = desired(
+        &[
+            pod("default", "demo", "demo", "node-0"),
+            pod("default", "shout", "DEMO", "node-0"),
+        ],
+        &[binding("default", "demo-binding", "demo", "demo")],
+        &[identity("default", "demo")],
+        &nodes(&["node-0"]),
+        OPTIONS,
+    );
+    assert_eq!(names(&state), ["demo-default-demo"]);
+    let assignment = &state.assignments["demo-default-demo"];
+    assert_eq!(
+        assignment.object,
+        ObjectRef::new("default", "demo-default-demo")
+    );
+    assert_eq!(assignment.pod, ObjectRef::new("default", "demo"));
+    assert_eq!(assignment.node, "node-0");
+    assert_eq!(assignment.target, IdentityTarget::Machine(uami("demo")));
+    // The pod labelled DEMO matches nothing: the comparison is case-sensitive.
+    assert_eq!(
+        state.diagnostics,
+        [Diagnostic::Pod {
+            pod: ObjectRef::new("default", "shout"),
+            problem: PodProblem::NoMatchingBinding {
+                selector: "DEMO".into()
+            },
+        }]
+    );
+}
+
+#[test]
+fn pods_without_the_label_or_with_an_empty_one_are_ignored() {
+    let mut unlabelled = pod("default", "a", "demo", "node-0");
+    unlabelled.labels.clear();
+    let empty = pod("default", "b", "", "node-0");
+    let state = desired(
+        &[unlabelled, empty],
+        // A binding with an empty selector does not match an empty label either.
+        &[binding("default", "empty", "demo", "")],
+        &[identity("default", "demo")],
+        &nodes(&["node-0"]),
+        OPTIONS,
+    );
+    assert!(state.assignments.is_empty());
+    assert_eq!(
+        state.diagnostics,
+        [Diagnostic::Binding {
+            binding: ObjectRef::new("default", "empty"),
+            problem: BindingProblem::NoSelector,
+        }]
+    );
+}
+
+#[test]
+fn unscheduled_pods_get_nothing_yet() {
+    let mut pending = pod("default", "demo", "demo", "");
+    pending.phase = PodPhase::Pending;
+    let mut unset = pending.clone();
+    unset.node_name = None;
+    let state = desired(
+        &[pending, unset],
+        &[binding("default", "b", "demo", "demo")],
+        &[identity("default", "demo")],
+        &nodes(&["node-0"]),
+        OPTIONS,
+    );
+    assert!(state.assignments.is_empty());
+    assert!(state.diagnostics.is_empty());
+}
+
+#[test]
+fn pending_pods_on_a_node_get_identities_for_their_init_containers() {
+    for phase in [
+        PodPhase::Unreported,
+        PodPhase::Pending,
+        PodPhase::Other("Unknown".into()),
+    ] {
+        let mut starting = pod("default", "demo", "demo", "node-0");
+        starting.phase = phase.clone();
+        let state = desired(
+            &[starting],
+            &[binding("default", "b", "demo", "demo")],
+            &[identity("default", "demo")],
+            &nodes(&["node-0"]),
+            OPTIONS,
+        );
+        assert_eq!(names(&state), ["demo-default-demo"], "{phase:?}");
+    }
+}
+
+#[test]
+fn terminal_pods_hold_no_identities() {
+    for phase in [PodPhase::Succeeded, PodPhase::Failed] {
+        let mut done = pod("default", "job", "demo", "node-0");
+        done.phase = phase;
+        let state = desired(
+            &[done],
+            &[binding("default", "b", "demo", "demo")],
+            &[identity("default", "demo")],
+            &nodes(&["node-0"]),
+            OPTIONS,
+        );
+        assert!(state.assignments.is_empty());
+    }
+}
+
+#[test]
+fn bindings_in_any_namespace_match_and_assignments_live_in_default() {
+    let state = desired(
+        &[pod("apps", "web", "shared", "node-0")],
+        &[binding("identities", "b", "shared-id", "shared")],
+        &[identity("identities", "shared-id")],
+        &nodes(&["node-0"]),
+        OPTIONS,
+    );
+    let assignment = &state.assignments["web-apps-shared-id"];
+    assert_eq!(assignment.object.namespace, "default");
+    assert_eq!(
+        ObjectRef::of(&assignment.binding),
+        ObjectRef::new("identities", "b")
+    );
+}
+
+#[test]
+fn a_namespaced_identity_serves_only_its_own_namespace_and_records_there() {
+    let state = desired(
+        &[
+            pod("team", "own", "sel", "node-0"),
+            pod("other", "foreign", "sel", "node-0"),
+        ],
+        &[binding("team", "b", "id", "sel")],
+        &[namespaced(identity("team", "id"))],
+        &nodes(&["node-0"]),
+        OPTIONS,
+    );
+    assert_eq!(names(&state), ["own-team-id"]);
+    assert_eq!(state.assignments["own-team-id"].object.namespace, "team");
+    assert_eq!(
+        state.diagnostics,
+        [Diagnostic::Pod {
+            pod: ObjectRef::new("other", "foreign"),
+            problem: PodProblem::BindingInOtherNamespace {
+                binding: ObjectRef::new("team", "b")
+            },
+        }]
+    );
+}
+
+#[test]
+fn force_namespaced_treats_every_identity_as_namespaced() {
+    let pods = [
+        pod("team", "own", "sel", "node-0"),
+        pod("other", "foreign", "sel", "node-0"),
+    ];
+    let state = desired(
+        &pods,
+        &[binding("team", "b", "id", "sel")],
+        &[identity("team", "id")],
+        &nodes(&["node-0"]),
+        MatchOptions {
+            force_namespaced: true,
+        },
+    );
+    assert_eq!(names(&state), ["own-team-id"]);
+    assert_eq!(state.assignments["own-team-id"].object.namespace, "team");
+}
+
+#[test]
+fn the_identity_is_looked_up_in_the_bindings_namespace() {
+    let state = desired(
+        &[pod("apps", "web", "sel", "node-0")],
+        &[binding("apps", "b", "id", "sel")],
+        &[identity("elsewhere", "id")],
+        &nodes(&["node-0"]),
+        OPTIONS,
+    );
+    assert!(state.assignments.is_empty());
+    assert_eq!(
+        state.diagnostics,
+        [Diagnostic::Binding {
+            binding: ObjectRef::new("apps", "b"),
+            problem: BindingProblem::IdentityNotFound {
+                identity: ObjectRef::new("apps", "id")
+            },
+        }]
+    );
+}
+
+#[test]
+fn a_binding_without_identity_name_has_no_effect() {
+    let mut nameless = binding("apps", "b", "", "sel");
+    nameless.spec.azure_identity = None;
+    let state = desired(
+        &[pod("apps", "web", "sel", "node-0")],
+        &[nameless],
+        &[identity("apps", "id")],
+        &nodes(&["node-0"]),
+        OPTIONS,
+    );
+    assert!(state.assignments.is_empty());
+    assert_eq!(
+        state.diagnostics,
+        [Diagnostic::Binding {
+            binding: ObjectRef::new("apps", "b"),
+            problem: BindingProblem::NoIdentityName,
+        }]
+    );
+}
+
+#[test]
+fn a_type_0_identity_with_an_invalid_resource_id_is_ignored_with_its_bindings() {
+    let mut broken = identity("apps", "id");
+    broken.spec.resource_id = Some("not-an-id".into());
+    let state = desired(
+        &[pod("apps", "web", "sel", "node-0")],
+        &[binding("apps", "b", "id", "sel")],
+        &[broken],
+        &nodes(&["node-0"]),
+        OPTIONS,
+    );
+    assert!(state.assignments.is_empty());
+    assert_eq!(
+        state.diagnostics,
+        [
+            Diagnostic::Identity {
+                identity: ObjectRef::new("apps", "id"),
+                problem: IdentityProblem::InvalidResourceId {
+                    resource_id: "not-an-id".into(),
+                    reason: "it must start with /subscriptions/",
+                },
+            },
+            Diagnostic::Binding {
+                binding: ObjectRef::new("apps", "b"),
+                problem: BindingProblem::IdentityUnusable {
+                    identity: ObjectRef::new("apps", "id")
+                },
+            },
+        ]
+    );
+}
+
+#[test]
+fn service_principals_are_assigned_without_a_machine() {
+    let state = desired(
+        &[pod("apps", "web", "sel", "node-0")],
+        &[binding("apps", "b", "sp", "sel")],
+        &[service_principal("apps", "sp")],
+        &nodes(&["node-0"]),
+        OPTIONS,
+    );
+    assert_eq!(
+        state.assignments["web-apps-sp"].target,
+        IdentityTarget::NoMachine
+    );
+}
+
+#[test]
+fn one_pod_gets_one_assignment_per_matching_binding() {
+    let state = desired(
+        &[pod("apps", "web", "sel", "node-0")],
+        &[
+            binding("apps", "b1", "id-1", "sel"),
+            binding("apps", "b2", "id-2", "sel"),
+        ],
+        &[identity("apps", "id-1"), identity("apps", "id-2")],
+        &nodes(&["node-0"]),
+        OPTIONS,
+    );
+    assert_eq!(names(&state), ["web-apps-id-1", "web-apps-id-2"]);
+}
+
+#[test]
+fn one_name_from_two_namespaces_keeps_the_smaller_binding_namespace() {
+    // The same identity and binding names in two namespaces: the first namespace wins.
+    for order in [["ns1", "ns2"], ["ns2", "ns1"]] {
+        let state = desired(
+            &[pod("ns1", "web", "sel", "node-0")],
+            &order.map(|ns| binding(ns, "b", "id", "sel")),
+            &order.map(|ns| identity(ns, "id")),
+            &nodes(&["node-0"]),
+            OPTIONS,
+        );
+        let assignment = &state.assignments["web-ns1-id"];
+        assert_eq!(ObjectRef::of(&assignment.identity).namespace, "ns1");
+        assert_eq!(ObjectRef::of(&assignment.binding).namespace, "ns1");
+        assert_eq!(
+            state.diagnostics,
+            [Diagnostic::DuplicateName {
+                name: "web-ns1-id".into(),
+                pod: ObjectRef::new("ns1", "web"),
+                dropped: ObjectRef::new("ns2", "b"),
+                kept_pod: ObjectRef::new("ns1", "web"),
+                kept: ObjectRef::new("ns1", "b"),
+            }]
+        );
+    }
+}
+
+#[test]
+fn names_that_join_alike_keep_the_first_pod() {
+    // "a-b" in "c" and "a" in "b-c" both give a-b-c-id.
+    let state = desired(
+        &[
+            pod("c", "a-b", "sel", "node-0"),
+            pod("b-c", "a", "sel", "node-0"),
+        ],
+        &[
+            binding("b-c", "b", "id", "sel"),
+            binding("c", "b", "id", "sel"),
+        ],
+        &[identity("b-c", "id"), identity("c", "id")],
+        &nodes(&["node-0"]),
+        OPTIONS,
+    );
+    assert_eq!(names(&state), ["a-b-c-id"]);
+    assert_eq!(
+        state.assignments["a-b-c-id"].pod,
+        ObjectRef::new("b-c", "a")
+    );
+}
+
+#[test]
+fn a_pod_on_an_unknown_node_gets_nothing() {
+    let state = desired(
+        &[pod("apps", "web", "sel", "gone")],
+        &[binding("apps", "b", "id", "sel")],
+        &[identity("apps", "id")],
+        &nodes(&["node-0"]),
+        OPTIONS,
+    );
+    assert!(state.assignments.is_empty());
+    assert_eq!(
+        state.diagnostics,
+        [Diagnostic::Pod {
+            pod: ObjectRef::new("apps", "web"),
+            problem: PodProblem::NodeNotFound {
+                node: "gone".into()
+            },
+        }]
+    );
+}
+
+#[test]
+fn a_node_without_a_machine_still_gets_assignments() {
+    let (index, diagnostics) = crate::NodeIndex::new(&[crate::NodeInfo {
+        name: "kind-worker".into(),
+        provider_id: Some("kind://docker/kind/kind-worker".into()),
+    }]);
+    assert_eq!(diagnostics.len(), 1);
+    let state = desired(
+        &[pod("apps", "web", "sel", "kind-worker")],
+        &[binding("apps", "b", "id", "sel")],
+        &[identity("apps", "id")],
+        &index,
+        OPTIONS,
+    );
+    assert_eq!(names(&state), ["web-apps-id"]);
+}
