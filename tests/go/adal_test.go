@@ -92,9 +92,10 @@ func wantFreshToken(t *testing.T, token adal.Token) map[string]any {
 	return c
 }
 
-func TestAdalServicePrincipalSecretOnTheV1Endpoint(t *testing.T) {
-	begin(t)
-	spt, err := adal.NewServicePrincipalToken(*emulatorOAuthConfig(t), spClientID, spSecret, armResource)
+// freshToken fails unless adal made spt (err is its constructor's) and refreshes it into a token
+// wantFreshToken accepts; it returns the token and its claims.
+func freshToken(t *testing.T, spt *adal.ServicePrincipalToken, err error) (adal.Token, map[string]any) {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,14 +103,14 @@ func TestAdalServicePrincipalSecretOnTheV1Endpoint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantFreshToken(t, token)
-	wantClaims(t, token.AccessToken, map[string]string{
-		"aud":      armResource,
-		"appid":    spClientID,
-		"appidacr": "1",
-		"tid":      tenantID,
-		"iss":      "https://sts.windows.net/" + tenantID + "/",
-	})
+	return token, wantFreshToken(t, token)
+}
+
+func TestAdalServicePrincipalSecretOnTheV1Endpoint(t *testing.T) {
+	begin(t)
+	spt, err := adal.NewServicePrincipalToken(*emulatorOAuthConfig(t), spClientID, spSecret, armResource)
+	token, _ := freshToken(t, spt, err)
+	wantSeedSPClaims(t, token.AccessToken, armResource, "1")
 	if n := emu.count(t, "entra.token.v1", 200); n != 1 {
 		t.Errorf("entra.token.v1 answered 200 %d times, want 1", n)
 	}
@@ -129,15 +130,8 @@ func TestAdalServicePrincipalCertificateOnTheV1Endpoint(t *testing.T) {
 	begin(t)
 	cert, key := spCertificateAndKey(t)
 	spt, err := adal.NewServicePrincipalTokenFromCertificate(*emulatorOAuthConfig(t), spClientID, cert, key, armResource)
-	if err != nil {
-		t.Fatal(err)
-	}
-	token, err := refresh(t, spt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wantFreshToken(t, token)
-	wantClaims(t, token.AccessToken, map[string]string{"appid": spClientID, "appidacr": "2", "aud": armResource})
+	token, _ := freshToken(t, spt, err)
+	wantSeedSPClaims(t, token.AccessToken, armResource, "2")
 }
 
 func TestAdalManagedIdentityFromIMDS(t *testing.T) {
@@ -161,14 +155,7 @@ func TestAdalManagedIdentityFromIMDS(t *testing.T) {
 
 	t.Run("user-assigned by resource ID", func(t *testing.T) {
 		spt, err := adal.NewServicePrincipalTokenFromMSIWithIdentityResourceID(msiEndpoint(t, scaleSetInstance(2)), armResource, kubelet)
-		if err != nil {
-			t.Fatal(err)
-		}
-		token, err := refresh(t, spt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		wantFreshToken(t, token)
+		token, _ := freshToken(t, spt, err)
 		wantClaims(t, token.AccessToken, map[string]string{"appid": kubeletClientID, "xms_mirid": kubelet})
 		if !journalHasQuery(t, "imds", "mi_res_id=") {
 			t.Error("adal did not select the identity with mi_res_id")
@@ -177,14 +164,7 @@ func TestAdalManagedIdentityFromIMDS(t *testing.T) {
 
 	t.Run("system-assigned without a selector", func(t *testing.T) {
 		spt, err := adal.NewServicePrincipalTokenFromMSI(msiEndpoint(t, standaloneVM), armResource)
-		if err != nil {
-			t.Fatal(err)
-		}
-		token, err := refresh(t, spt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := wantFreshToken(t, token)
+		_, c := freshToken(t, spt, err)
 		if mirid := claim(t, c, "xms_mirid"); !strings.HasSuffix(strings.ToLower(mirid), "/virtualmachines/"+standaloneVM) {
 			t.Errorf("xms_mirid %q is not the VM's system-assigned identity", mirid)
 		}

@@ -395,6 +395,19 @@ func wantClaims(t *testing.T, jwt string, want map[string]string) map[string]any
 	return c
 }
 
+// wantSeedSPClaims checks that jwt is the seed service principal's token for audience from the
+// emulator's tenant, signed in with a secret (appidacr "1") or a certificate ("2").
+func wantSeedSPClaims(t *testing.T, jwt, audience, appidacr string) {
+	t.Helper()
+	wantClaims(t, jwt, map[string]string{
+		"aud":      audience,
+		"appid":    spClientID,
+		"appidacr": appidacr,
+		"tid":      tenantID,
+		"iss":      "https://sts.windows.net/" + tenantID + "/",
+	})
+}
+
 // errorContains fails unless err is not nil and its text contains every fragment.
 func errorContains(t *testing.T, err error, fragments ...string) {
 	t.Helper()

@@ -1,6 +1,6 @@
 """azure-mgmt-compute against the emulator's ARM: identity PATCH on the scale set and the VM
 (add with ``{}``, remove with ``null``, type changes), the long-running operation to completion,
-and what IMDS serves afterwards (azure-wire.md §3.4, §3.5, §5.6 item 1).
+and what IMDS serves afterwards (docs/azure-wire.md §3.4, §3.5).
 
 azure-mgmt-compute 39 serialises a ``None`` map value as JSON ``null`` (checked below), so the
 SDK can express every removal MIC performs."""

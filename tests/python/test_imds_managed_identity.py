@@ -1,6 +1,6 @@
 """azure-identity's ManagedIdentityCredential (sync: through MSAL; async: its own pipeline)
 against one emulated machine's IMDS, aimed there with AZURE_POD_IDENTITY_AUTHORITY_HOST
-(azure-wire.md §1.10; rust-ecosystem.md §2.1)."""
+(docs/azure-wire.md §1.10)."""
 
 from __future__ import annotations
 

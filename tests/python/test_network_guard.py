@@ -1,4 +1,4 @@
-"""The network-hygiene guard itself (azure-wire.md §5.6 item 7): it must fire, before anything
+"""The network-hygiene guard itself (docs/testing.md, rules the tests keep): it must fire, before anything
 leaves the machine, for exactly the non-loopback attempts."""
 
 from __future__ import annotations

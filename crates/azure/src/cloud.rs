@@ -164,6 +164,14 @@ impl CloudEnvironment {
 mod tests {
     use super::*;
 
+    /// The ARM and Entra ID endpoints of `env`.
+    fn endpoints(env: &CloudEnvironment) -> (&str, &str) {
+        (
+            env.resource_manager_endpoint.as_str(),
+            env.active_directory_endpoint.as_str(),
+        )
+    }
+
     #[test]
     fn built_in_clouds_by_any_name_and_case() {
         for (name, arm, aad) in [
@@ -199,8 +207,7 @@ mod tests {
             ),
         ] {
             let env = CloudEnvironment::resolve(name, None).unwrap();
-            assert_eq!(env.resource_manager_endpoint.as_str(), arm, "{name}");
-            assert_eq!(env.active_directory_endpoint.as_str(), aad, "{name}");
+            assert_eq!(endpoints(&env), (arm, aad), "{name}");
             assert_eq!(env.arm_audience(), arm);
         }
         assert_eq!(
@@ -238,12 +245,8 @@ mod tests {
         let env = CloudEnvironment::resolve("AzureStackCloud", Some(EMULATOR)).unwrap();
         assert_eq!(env.name, "AzureStackCloud");
         assert_eq!(
-            env.resource_manager_endpoint.as_str(),
-            "https://127.0.0.1:8443/"
-        );
-        assert_eq!(
-            env.active_directory_endpoint.as_str(),
-            "https://127.0.0.1:8444/"
+            endpoints(&env),
+            ("https://127.0.0.1:8443/", "https://127.0.0.1:8444/")
         );
         assert_eq!(
             env.token_audience.as_deref(),
@@ -259,12 +262,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            env.resource_manager_endpoint.as_str(),
-            "http://127.0.0.1:1/arm/"
-        );
-        assert_eq!(
-            env.active_directory_endpoint.as_str(),
-            "http://127.0.0.1:2/aad/"
+            endpoints(&env),
+            ("http://127.0.0.1:1/arm/", "http://127.0.0.1:2/aad/")
         );
         assert_eq!(env.name, "AzureStackCloud");
     }

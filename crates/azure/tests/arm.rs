@@ -498,14 +498,10 @@ async fn a_caller_without_rights_gets_a_permanent_authorization_failure() {
 
 #[tokio::test]
 async fn no_answer_is_a_temporary_transport_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
     let emu = start().await;
     let client = ArmClient::new(
         https(&emu),
-        url(&format!("https://127.0.0.1:{port}")),
+        unanswered_url("https"),
         Credential::ServicePrincipal(service_principal(
             &emu,
             TENANT,

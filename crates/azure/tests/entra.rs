@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, SystemTime};
 
-use podid_azure::credential::{AuthError, ClientAuth, EntraEndpoint, ServiceError, Surface, Token};
+use podid_azure::credential::{AuthError, ClientAuth, EntraEndpoint, Surface, Token};
 use podid_emulator::testing::*;
 use reqwest::Method;
 use serde_json::json;
@@ -22,13 +22,6 @@ async fn token(
     service_principal(emu, TENANT, SEED_SP, auth, endpoint)
         .token(RESOURCE)
         .await
-}
-
-fn refused(result: Result<Token, AuthError>) -> ServiceError {
-    match result {
-        Err(AuthError::Service(e)) => *e,
-        other => panic!("expected an Entra error answer, got {other:?}"),
-    }
 }
 
 #[tokio::test]
@@ -122,7 +115,7 @@ async fn a_wrong_secret_is_a_permanent_invalid_client() {
     let emu = Emulator::start_seed().await;
     for endpoint in [EntraEndpoint::V1, EntraEndpoint::V2] {
         let result = token(&emu, secret("not-the-secret"), endpoint).await;
-        let e = refused(result);
+        let e = service_error(result);
         assert_eq!((e.surface, e.status), (Surface::Entra, 401));
         assert_eq!(e.code.as_deref(), Some("invalid_client"));
         assert_eq!(e.aadsts(), Some(7_000_215));
@@ -148,7 +141,7 @@ async fn an_expired_secret_is_refused_with_its_own_code() {
         )
         .await;
     assert!(r.status.is_success(), "{}", r.body);
-    let e = refused(token(&emu, secret(SEED_SP_SECRET), EntraEndpoint::V1).await);
+    let e = service_error(token(&emu, secret(SEED_SP_SECRET), EntraEndpoint::V1).await);
     assert_eq!((e.status, e.aadsts()), (401, Some(7_000_222)));
     assert!(!e.is_temporary());
     emu.shutdown().await;
@@ -164,7 +157,7 @@ async fn unknown_tenants_and_clients_are_permanent() {
         secret(SEED_SP_SECRET),
         EntraEndpoint::V1,
     );
-    let e = refused(unknown_tenant.token(RESOURCE).await);
+    let e = service_error(unknown_tenant.token(RESOURCE).await);
     assert_eq!(
         (e.status, e.code.as_deref(), e.aadsts()),
         (400, Some("invalid_request"), Some(90_002))
@@ -178,7 +171,7 @@ async fn unknown_tenants_and_clients_are_permanent() {
         secret(SEED_SP_SECRET),
         EntraEndpoint::V2,
     );
-    let e = refused(unknown_client.token(RESOURCE).await);
+    let e = service_error(unknown_client.token(RESOURCE).await);
     assert_eq!(
         (e.status, e.code.as_deref(), e.aadsts()),
         (400, Some("unauthorized_client"), Some(700_016))
@@ -210,14 +203,10 @@ async fn throttling_and_outages_are_temporary_with_retry_after() {
 
 #[tokio::test]
 async fn no_answer_is_a_temporary_transport_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
     let emu = Emulator::start_seed().await;
     let sp = podid_azure::credential::ServicePrincipalCredential::new(
         https(&emu),
-        url(&format!("https://127.0.0.1:{port}/")),
+        unanswered_url("https"),
         TENANT,
         SEED_SP,
         secret(SEED_SP_SECRET),

@@ -6,12 +6,10 @@ mod support;
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use podid_azure::credential::{
-    AuthError, IdentitySelector, ImdsClient, ServiceError, Surface, Token,
-};
+use podid_azure::credential::{AuthError, IdentitySelector, ImdsClient, Surface, Token};
 use podid_emulator::testing::{self as emulator, *};
 use serde_json::json;
-use support::{http_options, imds, url};
+use support::{http_options, imds, service_error, unanswered_url, url};
 
 /// `https://management.azure.com/`, with the slash: passed through, not normalised.
 const RESOURCE: &str = "https://management.azure.com/";
@@ -21,13 +19,6 @@ async fn token_ok(client: &ImdsClient, selector: IdentitySelector) -> Token {
         .token(&selector, RESOURCE)
         .await
         .unwrap_or_else(|e| panic!("{selector:?}: {e}"))
-}
-
-fn service_error(result: Result<Token, AuthError>) -> ServiceError {
-    match result {
-        Err(AuthError::Service(e)) => *e,
-        other => panic!("expected an IMDS error answer, got {other:?}"),
-    }
 }
 
 #[tokio::test]
@@ -229,17 +220,8 @@ async fn server_errors_and_imds_updating_are_temporary() {
 
 #[tokio::test]
 async fn no_answer_is_a_temporary_transport_error() {
-    // A port nothing listens on: bound, then released.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
     let emu = Emulator::start(&imds_world()).await;
-    let client = ImdsClient::new(
-        &http_options(&emu),
-        url(&format!("http://127.0.0.1:{port}")),
-    )
-    .expect("a client");
+    let client = ImdsClient::new(&http_options(&emu), unanswered_url("http")).expect("a client");
     let err = client
         .token(&IdentitySelector::Default, RESOURCE)
         .await

@@ -1,5 +1,5 @@
 //! Access tokens: RS256 JWTs signed with one key per tenant, published as JWKS, with the claims
-//! real Entra ID tokens carry (azure-wire.md §2.6, §5.5). ARM verifies the tokens it is handed
+//! real Entra ID tokens carry (docs/azure-wire.md §2.6). ARM verifies the tokens it is handed
 //! with [`TokenIssuer::verify`].
 
 use std::collections::BTreeMap;

@@ -45,7 +45,7 @@ fn keys(identity: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// MIC's extraction (upstream-behavior.md §3.6): the first single-quoted, comma-separated run
+/// Upstream MIC's extraction (docs/azure-wire.md §3.7): the first single-quoted, comma-separated run
 /// of identity IDs, split on commas.
 fn mic_extract(message: &str) -> Vec<String> {
     let re = regex::Regex::new(

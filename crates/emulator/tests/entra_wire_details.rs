@@ -28,6 +28,15 @@ fn assert_aad_error(body: &Value, code: u32, error: &str) {
     assert_eq!(body["error_codes"], json!([code]), "{body}");
 }
 
+/// The answer of vm-single's IMDS to a token request for `resource`.
+async fn vm_single_token(emu: &Emulator, resource: &str) -> Reply {
+    emu.imds_get(
+        "vm-single",
+        &format!("/metadata/identity/oauth2/token?api-version=2018-02-01&resource={resource}"),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn msal_for_go_scopes_with_the_oidc_reserved_scopes_get_the_resource_token() {
     let emu = Emulator::start(&small_world()).await;
@@ -143,18 +152,11 @@ async fn resources_the_world_lists_get_tokens_from_entra_and_imds() {
     ];
     let (status, body) = json_reply(emu.post(&emu.v2_url(TENANT), &form).await).await;
     assert_eq!(status, 200, "{body}");
-    let reply = emu
-        .imds_get(
-            "vm-single",
-            "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=api://podid-test-api/",
-        )
-        .await;
+    let reply = vm_single_token(&emu, "api://podid-test-api/").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json()["resource"], "api://podid-test-api/");
     // A service principal's application ID is a resource of the tenant too.
-    let by_app_id =
-        format!("/metadata/identity/oauth2/token?api-version=2018-02-01&resource={OWNER}");
-    assert_eq!(emu.imds_get("vm-single", &by_app_id).await.status, 200);
+    assert_eq!(vm_single_token(&emu, OWNER).await.status, 200);
     emu.shutdown().await;
 }
 

@@ -1,4 +1,4 @@
-//! Golden wire fixtures (azure-wire.md §5.6 items 2 and 6): every file under `tests/golden/` is
+//! Golden wire fixtures (docs/azure-wire.md; tags explained there): every file under `tests/golden/` is
 //! written by hand from the reference (never captured from the emulator), and one test per
 //! fixture drives the real emulator in-process over HTTP(S) to produce that answer.
 //!
@@ -511,7 +511,7 @@ fn assert_golden(name: &str, reply: &Reply, vars: &Vars) {
     );
 }
 
-/// §5.6 item 6 on any answer: `Retry-After` is whole seconds; the compute RP's remaining-count
+/// Header typing on any answer (docs/azure-wire.md §3.8): `Retry-After` is whole seconds; the compute RP's remaining-count
 /// header is `Microsoft.Compute/<Policy>;<n>[,…]`; the front door's counters are whole numbers.
 fn assert_header_typing(reply: &Reply) {
     let values = |name: &str| -> Vec<String> {

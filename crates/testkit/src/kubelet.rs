@@ -50,7 +50,7 @@ pub fn node_with_provider_id(name: &str, provider_id: &str) -> Node {
     }
 }
 
-/// The status a kubelet reports for a running, ready pod (envtest.md §4.3): `podIPs[0]` equals
+/// The status a kubelet reports for a running, ready pod, as a real kubelet writes it: `podIPs[0]` equals
 /// `podIP`, likewise for the host IP.
 pub fn running_status(pod_ip: &str, host_ip: &str) -> serde_json::Value {
     json!({

@@ -122,24 +122,9 @@ impl ArmClient {
             url: url_without_query(&url),
             reason,
         };
-        let ended = |status, error, rate_limits| {
-            ArmError::OperationFailed(Box::new(OperationError {
-                status,
-                error,
-                rate_limits,
-            }))
-        };
-        match lro::initial_state(first.status, &first.body) {
-            OperationState::Succeeded => {
-                return Ok(ArmResponse {
-                    value: (),
-                    rate_limits,
-                });
-            }
-            OperationState::Ended { status, error } => {
-                return Err(ended(status, error, rate_limits));
-            }
-            OperationState::InProgress => {}
+        let initial = lro::initial_state(first.status, &first.body);
+        if let Some(outcome) = operation_outcome(initial, &rate_limits) {
+            return outcome;
         }
         let target = lro::poll_target(first.status, &first.headers, &url).map_err(invalid)?;
         let deadline = Instant::now() + self.poll.timeout;
@@ -151,20 +136,11 @@ impl ArmClient {
             tokio::time::sleep(delay).await;
             let answer = self.call(Method::GET, target.url(), None).await?;
             rate_limits.merge(answer.rate_limits.clone());
-            match lro::poll_state(&target, answer.status, &answer.body).map_err(invalid)? {
-                OperationState::Succeeded => {
-                    return Ok(ArmResponse {
-                        value: (),
-                        rate_limits,
-                    });
-                }
-                OperationState::Ended { status, error } => {
-                    return Err(ended(status, error, rate_limits));
-                }
-                OperationState::InProgress => {
-                    delay = self.poll.delay(&answer.headers, SystemTime::now());
-                }
+            let state = lro::poll_state(&target, answer.status, &answer.body).map_err(invalid)?;
+            if let Some(outcome) = operation_outcome(state, &rate_limits) {
+                return outcome;
             }
+            delay = self.poll.delay(&answer.headers, SystemTime::now());
         }
     }
 
@@ -274,6 +250,28 @@ impl ArmClient {
                 headers,
                 body: body_bytes,
             });
+        }
+    }
+}
+
+/// What an operation in `state` has come to, with the rate limits of every answer so far;
+/// `None` while it is still in progress.
+fn operation_outcome(
+    state: OperationState,
+    rate_limits: &RateLimits,
+) -> Option<Result<ArmResponse<()>, ArmError>> {
+    match state {
+        OperationState::InProgress => None,
+        OperationState::Succeeded => Some(Ok(ArmResponse {
+            value: (),
+            rate_limits: rate_limits.clone(),
+        })),
+        OperationState::Ended { status, error } => {
+            Some(Err(ArmError::OperationFailed(Box::new(OperationError {
+                status,
+                error,
+                rate_limits: rate_limits.clone(),
+            }))))
         }
     }
 }

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use podid_azure::arm::{ArmClient, MachineId, MachineKind, PollOptions};
 use podid_azure::credential::{
-    ClientAuth, ClientCertificate, Credential, EntraEndpoint, ImdsClient,
-    ServicePrincipalCredential,
+    AuthError, ClientAuth, ClientCertificate, Credential, EntraEndpoint, ImdsClient, ServiceError,
+    ServicePrincipalCredential, Token,
 };
 use podid_azure::http::HttpOptions;
 use podid_emulator::testing::{ARM_AUDIENCE, Emulator, NODE_RG, SCALE_SET, SUBSCRIPTION, VM};
@@ -43,6 +43,23 @@ pub fn https(emu: &Emulator) -> reqwest::Client {
 
 pub fn url(text: &str) -> Url {
     Url::parse(text).expect("a URL")
+}
+
+/// A loopback URL with `scheme` at a port nothing listens on (bound, then released).
+pub fn unanswered_url(scheme: &str) -> Url {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    url(&format!("{scheme}://127.0.0.1:{port}/"))
+}
+
+/// The error a service answered with; anything else fails the test.
+pub fn service_error(result: Result<Token, AuthError>) -> ServiceError {
+    match result {
+        Err(AuthError::Service(e)) => *e,
+        other => panic!("expected a service's error answer, got {other:?}"),
+    }
 }
 
 /// The IMDS of one of the emulator's machines.

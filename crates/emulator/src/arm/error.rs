@@ -149,7 +149,7 @@ pub fn authorization_failed(
 }
 
 /// Every failing linked scope inside one pair of single quotes, comma-separated: MIC extracts
-/// them with one regex match (upstream-behavior.md §3.6).
+/// them with one regex match (docs/azure-wire.md §3.7).
 pub fn linked_authorization_failed(
     client_id: &str,
     object_id: &str,

@@ -1,4 +1,4 @@
-//! Admission rules, checked before any work and in this order (azure-wire.md §1.1, §1.2, §5.3):
+//! Admission rules, checked before any work and in this order (docs/azure-wire.md §1.1, §1.2):
 //! `X-Forwarded-For` present → refused; `Metadata: true` missing → refused; `api-version`
 //! missing or unsupported → refused; a repeated query parameter → refused; then per endpoint
 //! `resource` missing, several identity selectors, or an unknown `format`.

@@ -1,7 +1,7 @@
 //! IMDS, the Instance Metadata Service: one plain-HTTP listener per machine (a VM or one
 //! scale-set instance) serving managed-identity tokens, instance metadata and the version list,
 //! with the admission rules, identity selection, token caching and rate limits of the real
-//! service (azure-wire.md §1, §5.3).
+//! service (docs/azure-wire.md §1).
 //!
 //! Routing is done by [`route::classify`] in a fallback handler rather than by axum routes,
 //! because IMDS matches the `/metadata` segment case-insensitively and axum does not.

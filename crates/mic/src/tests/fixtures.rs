@@ -4,13 +4,13 @@ use std::collections::BTreeMap;
 
 use podid_api::names::{BEHAVIOR_ANNOTATION, BEHAVIOR_NAMESPACED, POD_LABEL_KEY};
 use podid_api::{
-    AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzureIdentityBindingSpec,
-    AzureIdentitySpec, IdentityType,
+    AssignedIdentityState, AzureAssignedIdentity, AzureAssignedIdentityStatus, AzureIdentity,
+    AzureIdentityBinding, AzureIdentityBindingSpec, AzureIdentitySpec, IdentityType,
 };
 use podid_azure::resource_id::ResourceId;
 use serde_json::json;
 
-use crate::{NodeIndex, NodeInfo, PodInfo, PodPhase};
+use crate::{AssignedView, DesiredState, NodeIndex, NodeInfo, PodInfo, PodPhase};
 
 pub const SUB: &str = "6a1c4b1e-2f0d-4c5e-9a7b-3d2e1f0a9b8c";
 
@@ -101,6 +101,22 @@ pub fn node(name: &str) -> NodeInfo {
 
 pub fn nodes(names: &[&str]) -> NodeIndex {
     NodeIndex::new(&names.iter().map(|name| node(name)).collect::<Vec<_>>()).0
+}
+
+/// Views of objects recording the assignments of `state` with `status`.
+pub fn views(state: &DesiredState, status: AssignedIdentityState) -> Vec<AssignedView> {
+    state
+        .assignments
+        .values()
+        .map(|assignment| {
+            let mut object = assignment.to_resource();
+            object.status = Some(AzureAssignedIdentityStatus {
+                status: Some(status.clone()),
+                available_replicas: Some(1),
+            });
+            AssignedView::of(&object)
+        })
+        .collect()
 }
 
 /// An AzureAssignedIdentity as upstream's MIC wrote it (its JSON, read back), for the pod,

@@ -1,7 +1,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use podid_api::{AssignedIdentityState, AzureAssignedIdentityStatus};
+use podid_api::AssignedIdentityState;
 use podid_azure::arm::{IdentityType, MachineIdentity, plan_update};
 use pretty_assertions::assert_eq;
 
@@ -35,18 +35,7 @@ fn wanted(pods: &[(&str, &str, &str)]) -> DesiredState {
 
 /// Views of objects recording `pods` with `status`.
 fn existing(pods: &[(&str, &str, &str)], status: AssignedIdentityState) -> Vec<AssignedView> {
-    wanted(pods)
-        .assignments
-        .values()
-        .map(|assignment| {
-            let mut object = assignment.to_resource();
-            object.status = Some(AzureAssignedIdentityStatus {
-                status: Some(status.clone()),
-                available_replicas: Some(1),
-            });
-            AssignedView::of(&object)
-        })
-        .collect()
+    views(&wanted(pods), status)
 }
 
 fn plans(

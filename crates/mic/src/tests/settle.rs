@@ -36,21 +36,6 @@ fn state(pods: &[(&str, &str)], sp: bool) -> DesiredState {
     )
 }
 
-fn views(state: &DesiredState, status: AssignedIdentityState) -> Vec<AssignedView> {
-    state
-        .assignments
-        .values()
-        .map(|a| {
-            let mut object = a.to_resource();
-            object.status = Some(AzureAssignedIdentityStatus {
-                status: Some(status.clone()),
-                available_replicas: Some(1),
-            });
-            AssignedView::of(&object)
-        })
-        .collect()
-}
-
 fn machine(node: &str) -> MachineId {
     index().machine(node).unwrap().clone()
 }
@@ -81,15 +66,37 @@ fn object() -> ObjectRef {
     ObjectRef::new("default", NAME)
 }
 
+fn waiting(reason: Waiting) -> Settlement {
+    Settlement::Wait {
+        object: object(),
+        reason,
+    }
+}
+
+/// Settles pod `web` on `node-0`, still wanted and recorded with `status`, right away.
+fn settle_wanted_web(
+    status: AssignedIdentityState,
+    sp: bool,
+    seen: &HashMap<MachineId, BTreeSet<ResourceId>>,
+) -> Vec<Settlement> {
+    let wanted = state(&[("web", "node-0")], sp);
+    run(&views(&wanted, status), &wanted, Duration::ZERO, seen)
+}
+
+/// The record of pod `web` on `node-0` once it is no longer wanted.
+fn unassigned_web() -> Vec<AssignedView> {
+    views(
+        &state(&[("web", "node-0")], false),
+        AssignedIdentityState::Unassigned,
+    )
+}
+
 #[test]
 fn a_created_assignment_whose_identity_is_on_the_machine_becomes_assigned() {
-    let wanted = state(&[("web", "node-0")], false);
-    let current = views(&wanted, AssignedIdentityState::Created);
     assert_eq!(
-        run(
-            &current,
-            &wanted,
-            Duration::ZERO,
+        settle_wanted_web(
+            AssignedIdentityState::Created,
+            false,
             &observed("node-0", &[uami("id")])
         ),
         [Settlement::Assign(object())]
@@ -99,48 +106,34 @@ fn a_created_assignment_whose_identity_is_on_the_machine_becomes_assigned() {
 #[test]
 fn a_created_assignment_whose_identity_is_missing_stays_created() {
     // Identities ARM refused stay Created, as upstream left them.
-    let wanted = state(&[("web", "node-0")], false);
-    let current = views(&wanted, AssignedIdentityState::Created);
     assert_eq!(
-        run(
-            &current,
-            &wanted,
-            Duration::ZERO,
+        settle_wanted_web(
+            AssignedIdentityState::Created,
+            false,
             &observed("node-0", &[uami("other")])
         ),
-        [Settlement::Wait {
-            object: object(),
-            reason: Waiting::NotOnMachine
-        }]
+        [waiting(Waiting::NotOnMachine)]
     );
     assert_eq!(
-        run(&current, &wanted, Duration::ZERO, &HashMap::new()),
-        [Settlement::Wait {
-            object: object(),
-            reason: Waiting::MachineUnknown
-        }]
+        settle_wanted_web(AssignedIdentityState::Created, false, &HashMap::new()),
+        [waiting(Waiting::MachineUnknown)]
     );
 }
 
 #[test]
 fn a_service_principal_is_assigned_without_looking_at_a_machine() {
-    let wanted = state(&[("web", "node-0")], true);
-    let current = views(&wanted, AssignedIdentityState::Created);
     assert_eq!(
-        run(&current, &wanted, Duration::ZERO, &HashMap::new()),
+        settle_wanted_web(AssignedIdentityState::Created, true, &HashMap::new()),
         [Settlement::Assign(object())]
     );
 }
 
 #[test]
 fn a_legacy_empty_status_is_confirmed_as_assigned() {
-    let wanted = state(&[("web", "node-0")], false);
-    let current = views(&wanted, AssignedIdentityState::Other(String::new()));
     assert_eq!(
-        run(
-            &current,
-            &wanted,
-            Duration::ZERO,
+        settle_wanted_web(
+            AssignedIdentityState::Other(String::new()),
+            false,
             &observed("node-0", &[uami("id")])
         ),
         [Settlement::Assign(object())]
@@ -150,10 +143,7 @@ fn a_legacy_empty_status_is_confirmed_as_assigned() {
 #[test]
 fn an_unassigned_record_goes_once_its_identity_is_off_the_machine() {
     // Also when someone else removed it: the record must never get stuck.
-    let current = views(
-        &state(&[("web", "node-0")], false),
-        AssignedIdentityState::Unassigned,
-    );
+    let current = unassigned_web();
     assert_eq!(
         run(
             &current,
@@ -167,18 +157,12 @@ fn an_unassigned_record_goes_once_its_identity_is_off_the_machine() {
 
 #[test]
 fn an_unassigned_record_stays_while_its_identity_is_being_removed() {
-    let current = views(
-        &state(&[("web", "node-0")], false),
-        AssignedIdentityState::Unassigned,
-    );
+    let current = unassigned_web();
     let present = observed("node-0", &[uami("id")]);
     for elapsed in [Duration::from_secs(5), Duration::from_secs(60)] {
         assert_eq!(
             run(&current, &DesiredState::default(), elapsed, &present),
-            [Settlement::Wait {
-                object: object(),
-                reason: Waiting::Removing
-            }]
+            [waiting(Waiting::Removing)]
         );
     }
     assert_eq!(
@@ -188,10 +172,7 @@ fn an_unassigned_record_stays_while_its_identity_is_being_removed() {
             Duration::ZERO,
             &HashMap::new()
         ),
-        [Settlement::Wait {
-            object: object(),
-            reason: Waiting::MachineUnknown
-        }]
+        [waiting(Waiting::MachineUnknown)]
     );
 }
 
@@ -217,10 +198,7 @@ fn an_unassigned_record_goes_when_another_pod_still_needs_the_identity() {
 
 #[test]
 fn an_unassigned_record_of_an_immutable_identity_goes_and_the_identity_stays() {
-    let current = views(
-        &state(&[("web", "node-0")], false),
-        AssignedIdentityState::Unassigned,
-    );
+    let current = unassigned_web();
     let policy = MachinePolicy::default().with_immutable_client_ids(["client-id"]);
     let plans = plan_machines(
         &DesiredState::default(),
@@ -243,10 +221,7 @@ fn an_unassigned_record_of_an_immutable_identity_goes_and_the_identity_stays() {
 
 #[test]
 fn an_unassigned_record_on_a_vanished_node_is_deleted() {
-    let current = views(
-        &state(&[("web", "node-0")], false),
-        AssignedIdentityState::Unassigned,
-    );
+    let current = unassigned_web();
     let empty = NodeIndex::default();
     assert_eq!(
         settle(&current, &empty, &[], &HashMap::new()),
