@@ -20,6 +20,8 @@ pub mod arm;
 pub mod cloud;
 pub mod config;
 pub mod credential;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod resource_id;
 mod wire;

@@ -32,6 +32,7 @@ use crate::cloud::CloudEnvironment;
 use crate::credential::{Credential, read::url_without_query};
 use crate::wire;
 use lro::OperationState;
+pub(crate) use lro::{initial_state, poll_state, poll_target};
 use tokens::TokenCache;
 
 /// The compute api-version upstream used; every identity behaviour here is defined by it.
@@ -55,11 +56,11 @@ pub struct ArmClient {
 }
 
 /// One answer, read whole.
-struct Answer {
-    status: u16,
-    headers: HeaderMap,
-    body: Vec<u8>,
-    rate_limits: RateLimits,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
+    pub(crate) rate_limits: RateLimits,
 }
 
 impl ArmClient {
@@ -191,24 +192,7 @@ impl ArmClient {
         if (200..300).contains(&answer.status) {
             return Ok(answer);
         }
-        let error = ArmStatusError {
-            method: method.to_string(),
-            url: url_without_query(url),
-            status: answer.status,
-            error: ArmErrorBody::read(&answer.body).unwrap_or_default(),
-            retry_after: wire::retry_after(&answer.headers, SystemTime::now()),
-            rate_limits: answer.rate_limits,
-            request_id: wire::header(&answer.headers, "x-ms-request-id").map(str::to_string),
-        };
-        tracing::debug!(
-            %method, url = %error.url, status = error.status, code = %error.error.code,
-            request_id = ?error.request_id, "ARM refused the request"
-        );
-        Err(if error.status == 429 {
-            ArmError::Throttled(Box::new(error))
-        } else {
-            ArmError::Status(Box::new(error))
-        })
+        Err(status_error(&method, url, answer, SystemTime::now()))
     }
 
     /// Sends with the cached token; on 401 once more with a fresh one (ARM's clock, not ours,
@@ -251,6 +235,34 @@ impl ArmClient {
                 body: body_bytes,
             });
         }
+    }
+}
+
+/// The error a non-2xx answer received at `now` is. Pure, so the fuzz targets reach it
+/// (`crate::fuzzing`).
+pub(crate) fn status_error(
+    method: &Method,
+    url: &Url,
+    answer: Answer,
+    now: SystemTime,
+) -> ArmError {
+    let error = ArmStatusError {
+        method: method.to_string(),
+        url: url_without_query(url),
+        status: answer.status,
+        error: ArmErrorBody::read(&answer.body).unwrap_or_default(),
+        retry_after: wire::retry_after(&answer.headers, now),
+        rate_limits: answer.rate_limits,
+        request_id: wire::header(&answer.headers, "x-ms-request-id").map(str::to_string),
+    };
+    tracing::debug!(
+        %method, url = %error.url, status = error.status, code = %error.error.code,
+        request_id = ?error.request_id, "ARM refused the request"
+    );
+    if error.status == 429 {
+        ArmError::Throttled(Box::new(error))
+    } else {
+        ArmError::Status(Box::new(error))
     }
 }
 

@@ -31,14 +31,25 @@ pub(crate) async fn read_token_response(
             url: url_without_query(url),
             source: source.without_url(),
         })?;
-    let now = SystemTime::now();
+    token_from_answer(surface, status, &headers, &body, SystemTime::now())
+}
+
+/// What an answer of `status` with `headers` and `body`, received at `now`, means: the token,
+/// or the service's error. Pure, so the fuzz targets reach it (`crate::fuzzing`).
+pub(crate) fn token_from_answer(
+    surface: Surface,
+    status: u16,
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<Token, AuthError> {
     if status != 200 {
-        let error = ServiceError::read(surface, status, &headers, &body, now);
+        let error = ServiceError::read(surface, status, headers, body, now);
         tracing::debug!(%surface, status, code = ?error.code, "token request refused");
         return Err(AuthError::Service(Box::new(error)));
     }
     let fields: TokenFields =
-        serde_json::from_slice(&body).map_err(|e| AuthError::InvalidResponse {
+        serde_json::from_slice(body).map_err(|e| AuthError::InvalidResponse {
             surface,
             // Only the position: serde_json's message may quote a value, and values are tokens.
             reason: format!(

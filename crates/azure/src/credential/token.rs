@@ -46,9 +46,15 @@ impl Token {
         }
         let seconds =
             |text: &Option<String>| text.as_deref().and_then(|t| t.trim().parse::<u64>().ok());
+        // Checked: a number of seconds past what a `SystemTime` holds is refused, not a panic
+        // (a crash the azure_wire fuzz target reproduces).
         let expires_on = match (seconds(&fields.expires_on), seconds(&fields.expires_in)) {
-            (Some(on), _) => UNIX_EPOCH + Duration::from_secs(on),
-            (None, Some(within)) => received_at + Duration::from_secs(within),
+            (Some(on), _) => UNIX_EPOCH
+                .checked_add(Duration::from_secs(on))
+                .ok_or("expires_on is out of range")?,
+            (None, Some(within)) => received_at
+                .checked_add(Duration::from_secs(within))
+                .ok_or("expires_in is out of range")?,
             (None, None) => {
                 return Err("neither expires_on nor expires_in is a number of seconds".into());
             }
@@ -127,6 +133,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(token.expires_on(), UNIX_EPOCH + Duration::from_secs(50));
+    }
+
+    #[test]
+    fn expiries_out_of_range_are_refused_not_a_panic() {
+        // The azure_wire fuzz target reproduces it: `UNIX_EPOCH + u64::MAX seconds` overflowed `SystemTime` and panicked.
+        let at = UNIX_EPOCH + Duration::from_secs(1_750_000_000);
+        for json in [
+            r#"{"access_token":"a","expires_on":"18446744073709551615"}"#,
+            r#"{"access_token":"a","expires_in":18446744073709551615}"#,
+            r#"{"access_token":"a","expires_in":"9223372036854775807"}"#,
+        ] {
+            assert!(Token::from_fields(fields(json), at).is_err(), "{json}");
+        }
     }
 
     #[test]

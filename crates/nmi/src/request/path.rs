@@ -131,9 +131,11 @@ pub fn is_token_path(path: &str) -> bool {
 /// Any other spelling of the token endpoint: `/metadata/identity`, later `oauth2`, later
 /// `token`, all in any case and with anything in between (backslashes, extra segments,
 /// newlines). Such a path must never reach IMDS, which would answer with the node's identity.
-/// Letters compare by Unicode lower case, so a Kelvin sign spells the `k` of `token`.
+/// Letters compare by Unicode lower case, so a Kelvin sign spells the `k` of `token`, and
+/// backslashes count as slashes (then cleaned), as a server that reads `\` as `/` sees them:
+/// `/\metadata\identity\oauth2\token` is a spelling too (found by fuzzing).
 pub fn resembles_token_path(path: &str) -> bool {
-    let lower = path.to_lowercase();
+    let lower = clean(&path.to_lowercase().replace('\\', "/"));
     lower
         .find("/metadata/identity")
         .and_then(|start| {
@@ -239,6 +241,11 @@ mod tests {
             "/METADATA/IDENTITY/OAUTH2/TOKEN",
             "/x/metadata/identity\n/oauth2/token",
             "/metadata/identityoauth2/to\u{212A}en",
+            // Found by fuzzing: a backslash before `metadata`, or backslashes throughout.
+            "/\\metadata/identity/oauth2/token",
+            "/x\\metadata\\identity\\oauth2\\token",
+            "/\\\\metadata\\.\\identity\\oauth2\\token",
+            "/a\\..\\metadata/identity/oauth2/token",
         ] {
             assert!(resembles_token_path(path), "{path:?}");
         }

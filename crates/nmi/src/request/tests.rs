@@ -125,6 +125,10 @@ fn lookalike_token_paths_are_refused_without_a_header_check() {
         "/metadata/identity/oauth2/token/x",
         "/metadata/Identity/oauth2/token",
         "/metadata/identity%0a/oauth2/token",
+        // Found by fuzzing: backslashes where the slashes before `metadata` go.
+        "/\\metadata/identity/oauth2/token",
+        "/%5Cmetadata%5Cidentity%5Coauth2%5Ctoken",
+        "/x\\METADATA\\identity\\oauth2\\token",
     ] {
         assert_eq!(
             pod_route(path, "resource=r", &[]),
@@ -375,13 +379,14 @@ proptest! {
     #[test]
     fn no_token_path_spelling_is_ever_proxied(
         prefix in "(/[a-zA-Z.]{0,3}){0,2}",
+        lead in "[/\\\\]",
         metadata in "(?i:metadata)",
         identity in "(?i:identity)",
         middle in "[/\\\\a-z%]{0,4}",
         token in "(?i:token)",
         suffix in "[/a-z]{0,3}",
     ) {
-        let path = format!("{prefix}/{metadata}/{identity}{middle}oauth2/{token}{suffix}");
+        let path = format!("/{prefix}{lead}{metadata}/{identity}{middle}oauth2/{token}{suffix}");
         let routed = route(Listener::Metadata, RouteOptions::default(), &request(&path, "resource=r", META));
         let proxied = matches!(routed, Ok(Route::Proxy { .. }));
         prop_assert!(!proxied, "{} was proxied: {:?}", path, routed);
