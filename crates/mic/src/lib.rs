@@ -15,13 +15,22 @@
 //!    and only after a grace period;
 //! 4. [`settle`]: once a machine's identities are known after the write, which objects become
 //!    `Assigned` and which can go.
+//!
+//! Around them, with the I/O: [`controller`] (watches, the cycle, the Kubernetes writer, the
+//! per-machine ARM workers, events), [`azure`] (cloud config and ARM client), [`metrics`],
+//! [`http`] (`/healthz`, `/metrics`) and [`flags`] (the `mic` command line).
 
 mod assignment;
+pub mod azure;
+pub mod controller;
 mod current;
 pub mod desired;
 pub mod diagnostics;
+pub mod flags;
+pub mod http;
 mod inputs;
 pub mod machine;
+pub mod metrics;
 mod nodes;
 mod object_ref;
 pub mod reconcile;

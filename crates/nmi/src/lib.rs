@@ -1,9 +1,8 @@
-//! podid's node agent (NMI): the decisions, as pure functions of a request and state.
+//! podid's node agent (NMI).
 //!
 //! NMI answers pods on 169.254.169.254:80 (redirected by iptables to its own listener) in
-//! IMDS's format, identifying each pod by the source IP of its connection. Every decision is
-//! here, with no socket, Kubernetes or Azure call and no clock, so the server is a thin shell
-//! around them (docs/nmi.md):
+//! IMDS's format, identifying each pod by the source IP of its connection. The decisions are
+//! pure functions, with no socket, Kubernetes or Azure call and no clock (docs/nmi.md):
 //!
 //! 1. [`request`]: listener, method, raw path, raw query and headers → a [`Route`] (token,
 //!    host token, proxy, probe, metrics, redirect) or a [`Refusal`];
@@ -14,12 +13,23 @@
 //!    wait, or a typed failure;
 //! 4. [`response`]: a token (or tokens, with auxiliary tenants) → the IMDS JSON body, and
 //!    token failures → IMDS-shaped errors ([`ErrorReply`]).
+//!
+//! Around them: [`state`] (watch-fed indexes of this node's pods and the identity objects),
+//! [`tokens`] (IMDS and Entra ID calls behind a single-flight cache), [`server`] (the
+//! listeners), [`iptables`] (the redirect), [`metrics`], and [`agent`] (flags and startup, what
+//! the `nmi` binary runs).
 
+pub mod agent;
+pub mod iptables;
+pub mod metrics;
 pub mod pods;
 pub mod reply;
 pub mod request;
 pub mod response;
 pub mod selection;
+pub mod server;
+pub mod state;
+pub mod tokens;
 
 pub use pods::{
     PassThrough, PodFacts, PodLookupError, PodPhase, exception_for, pod_by_ip, pod_by_name,

@@ -26,6 +26,8 @@ pub struct PodFacts {
     pub labels: BTreeMap<String, String>,
     /// Name of the first owner of kind `ReplicaSet` (kind compared ignoring case).
     pub replica_set: Option<String>,
+    /// `spec.hostNetwork`: the pod shares the node's IP, so its IP names no one pod.
+    pub host_network: bool,
 }
 
 impl PodFacts {
@@ -68,6 +70,10 @@ pub enum PodLookupError {
     NoPodWithIp { ip: IpAddr },
     #[error("{} Pending or Running pods on this node have IP {ip}: {}", .pods.len(), .pods.join(", "))]
     SeveralPodsWithIp { ip: IpAddr, pods: Vec<String> },
+    #[error(
+        "IP {ip} is the node's own (host-network pod {pod}): the calling pod cannot be told apart"
+    )]
+    HostNetwork { ip: IpAddr, pod: String },
     #[error("pod {namespace}/{name} is not on this node")]
     NoPodNamed { namespace: String, name: String },
 }
@@ -87,6 +93,9 @@ impl PodLookupError {
 
 /// The one Pending or Running pod holding `source`. An IPv4 address seen as IPv4-mapped IPv6
 /// (a dual-stack listener) is compared as IPv4.
+///
+/// An IP held by a host-network pod is the node's own: any host process, and every other
+/// host-network pod, calls from it, so it is refused rather than served as that pod.
 pub fn pod_by_ip(source: IpAddr, pods: &[PodFacts]) -> Result<&PodFacts, PodLookupError> {
     let source = source.to_canonical();
     let mut holders: Vec<&PodFacts> = pods
@@ -94,6 +103,17 @@ pub fn pod_by_ip(source: IpAddr, pods: &[PodFacts]) -> Result<&PodFacts, PodLook
         .filter(|pod| pod.phase.may_call())
         .filter(|pod| pod.ips.iter().any(|ip| ip.to_canonical() == source))
         .collect();
+    if let Some(host) = holders
+        .iter()
+        .filter(|pod| pod.host_network)
+        .map(|pod| pod.key())
+        .min()
+    {
+        return Err(PodLookupError::HostNetwork {
+            ip: source,
+            pod: host,
+        });
+    }
     match holders.len() {
         0 => Err(PodLookupError::NoPodWithIp { ip: source }),
         1 => Ok(holders.remove(0)),
@@ -232,6 +252,23 @@ mod tests {
         assert_eq!((reply.status, reply.code), (500, ErrorCode::ServerError));
         assert_eq!(reply.description, several.to_string());
         assert!(pod_by_ip(IpAddr::V6(Ipv6Addr::LOCALHOST), &[]).is_err());
+    }
+
+    #[test]
+    fn an_ip_held_by_a_host_network_pod_is_refused() {
+        let mut host = pod("kube-system", "agent", "10.0.0.9", PodPhase::Running);
+        host.host_network = true;
+        let pods = [host, pod("a", "web", "10.0.0.9", PodPhase::Running)];
+        let refused = pod_by_ip(ip("10.0.0.9"), &pods).unwrap_err();
+        assert_eq!(
+            refused,
+            PodLookupError::HostNetwork {
+                ip: ip("10.0.0.9"),
+                pod: "kube-system/agent".into()
+            }
+        );
+        assert!(!refused.is_worth_retrying());
+        assert_eq!(pod_by_ip(ip("10.0.0.9"), &pods[..1]).unwrap_err(), refused);
     }
 
     #[test]

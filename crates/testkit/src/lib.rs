@@ -20,11 +20,12 @@ mod loopback;
 mod names;
 mod plane;
 mod policies;
+mod upstream;
 mod wait;
 mod warnings;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -42,6 +43,10 @@ pub use kubelet::{
 pub use loopback::ensure_loopback;
 pub use names::unique_name;
 pub use plane::KUBECONFIG_ENV;
+pub use upstream::{
+    AzureSide, UPSTREAM_MIC_VERSION, UpstreamError, UpstreamMic, UpstreamMicOptions,
+    ensure_no_route_out, upstream_mic_binary,
+};
 pub use wait::{Observation, try_wait_for, wait_for};
 pub use warnings::{Written, create_strict};
 
@@ -50,10 +55,11 @@ pub const FIELD_MANAGER: &str = "podid-testkit";
 
 /// The control plane shared by all tests of this process.
 ///
-/// Only the [`Config`] is kept: a kube [`Client`] belongs to the tokio runtime that built it, and
+/// Only the [`Config`] (and its file) is kept: a kube [`Client`] belongs to the tokio runtime that built it, and
 /// every `#[tokio::test]` has its own runtime, so each call builds a fresh client.
 pub struct TestEnv {
     config: Config,
+    kubeconfig: PathBuf,
 }
 
 static ENV: OnceCell<Result<TestEnv, String>> = OnceCell::const_new();
@@ -75,10 +81,18 @@ impl TestEnv {
     async fn prepare() -> Result<TestEnv, Error> {
         let path = plane::kubeconfig_path().await?;
         let config = load_config(&path).await?;
-        let env = TestEnv { config };
+        let env = TestEnv {
+            config,
+            kubeconfig: path,
+        };
         crds::install(&env.admin()).await?;
         policies::install(&env.admin()).await?;
         Ok(env)
+    }
+
+    /// The admin kubeconfig file, for programs run beside the tests (upstream's MIC).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.kubeconfig
     }
 
     /// A cluster-admin client (`system:masters`).

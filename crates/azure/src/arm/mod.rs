@@ -1,5 +1,5 @@
 //! Azure Resource Manager, compute: GET a VM or scale set, PATCH its identities and wait for
-//! the operation, with typed errors and the remaining-request counters of every answer.
+//! the operation, list VMs and scale-set instances, with typed errors and the remaining-request counters of every answer.
 //!
 //! Throttling is the caller's to handle: a 429 comes back at once as
 //! [`ArmError::Throttled`] with ARM's `Retry-After`, never slept on here. The only request
@@ -7,6 +7,7 @@
 //! with a fresh token.
 
 mod error;
+mod list;
 mod lro;
 mod machine;
 mod plan;
@@ -21,6 +22,7 @@ use reqwest::header::HeaderMap;
 use url::Url;
 
 pub use error::{ArmError, ArmErrorBody, ArmStatusError, OperationError};
+pub use list::ListedMachine;
 pub use lro::PollOptions;
 pub use machine::{
     IdentityType, Machine, MachineId, MachineIdentity, MachineKind, UserAssignedIdentity,

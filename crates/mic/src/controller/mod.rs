@@ -1,0 +1,612 @@
+//! The controller: watches feed the decisions, a cycle applies them, and one worker per
+//! machine talks to ARM (docs/mic.md, "The loop").
+//!
+//! A cycle runs after any change (debounced), after a worker ends, and when a timer asks for
+//! one (grace period, backoff, quarantine, drift refresh, the periodic resync). It runs only
+//! while this replica leads; it never waits for ARM.
+
+mod events;
+mod machines;
+mod stores;
+mod worker;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant as StdInstant};
+
+use futures::StreamExt;
+use kube::{Client, Resource};
+use podid_api::{
+    AssignedIdentityState, AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding,
+};
+use podid_azure::arm::ArmClient;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub use events::{COMPONENT, Involved, Severity, reason};
+pub use machines::{Backoff, Timing};
+
+use crate::metrics::Metrics;
+use crate::{
+    AssignedView, Diagnostic, MachinePolicy, MatchOptions, NodeIndex, ObjectRef, Settlement,
+    Waiting, desired, plan_machines, reconcile, settle,
+};
+use events::Recorder;
+use machines::{Machines, Outcome, Step};
+use stores::Stores;
+use writer::{Op, Overlay, Writer, Written};
+
+/// How the controller behaves; [`Settings::default`] is upstream's defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub match_options: MatchOptions,
+    /// `--immutable-user-msis`: client IDs never removed.
+    pub immutable_client_ids: Vec<String>,
+    /// How long an identity stays after its last pod.
+    pub removal_grace: Duration,
+    /// How long changes are collected before a cycle.
+    pub debounce: Duration,
+    /// `--syncRetryDuration`: a cycle at least this often.
+    pub resync: Duration,
+    pub timing: Timing,
+    /// `--update-user-msi-max-retry`: times refused identities are dropped and the rest resent.
+    pub max_identity_retries: u32,
+    /// `--createDeleteBatch`: Kubernetes writes in flight at once.
+    pub write_concurrency: usize,
+    /// A repeated event is not written again for this long.
+    pub event_window: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            match_options: MatchOptions::default(),
+            immutable_client_ids: Vec::new(),
+            removal_grace: crate::machine::DEFAULT_REMOVAL_GRACE,
+            debounce: Duration::from_millis(100),
+            resync: Duration::from_secs(3600),
+            timing: Timing {
+                retry: Backoff {
+                    base: Duration::from_secs(1),
+                    max: Duration::from_secs(300),
+                },
+                quarantine: Backoff {
+                    base: Duration::from_secs(30),
+                    max: Duration::from_secs(30 * 60),
+                },
+                refresh: Duration::from_secs(180),
+            },
+            max_identity_retries: 2,
+            write_concurrency: 20,
+            event_window: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What the controller needs of Azure; replaced when the cloud config changes.
+#[derive(Clone, Debug)]
+pub struct Azure {
+    pub arm: ArmClient,
+    /// azure.json's `userAssignedIdentityID`: the cluster identity, never removed.
+    pub cluster_identity: Option<String>,
+}
+
+/// Why [`Controller::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Stopped {
+    #[error("shut down")]
+    Shutdown,
+    /// Upstream exits with code 1 here; so does the `mic` binary.
+    #[error("lost leadership")]
+    LostLeadership,
+}
+
+/// The controller. Build it, then [`Controller::run`] it.
+pub struct Controller {
+    client: Client,
+    azure: watch::Receiver<Option<Azure>>,
+    settings: Settings,
+    metrics: Metrics,
+    active: Arc<AtomicBool>,
+}
+
+impl Controller {
+    /// `azure` holds the current Azure clients (`None` while the cloud config is unusable).
+    pub fn new(
+        client: Client,
+        azure: watch::Receiver<Option<Azure>>,
+        settings: Settings,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            client,
+            azure,
+            settings,
+            metrics,
+            active: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// True while the cycle runs (this replica leads): `/healthz` answers `Active`.
+    pub fn active(&self) -> Arc<AtomicBool> {
+        self.active.clone()
+    }
+
+    /// Watches always (a standby keeps warm caches); cycles while `leading` is true. Returns
+    /// when `shutdown` completes, or [`Stopped::LostLeadership`] as soon as `leading` turns
+    /// false after having been true: no write is made after that.
+    pub async fn run(
+        self,
+        mut leading: watch::Receiver<bool>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Stopped {
+        tokio::pin!(shutdown);
+        let changed = Arc::new(Notify::new());
+        let stores = Stores::start(&self.client, changed.clone());
+        tokio::select! {
+            () = stores.ready() => {}
+            () = &mut shutdown => return Stopped::Shutdown,
+        }
+        tracing::info!("caches synced");
+        loop {
+            if *leading.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                result = leading.changed() => if result.is_err() { return Stopped::Shutdown },
+                () = &mut shutdown => return Stopped::Shutdown,
+            }
+        }
+        tracing::info!("leading: starting the cycle");
+        let active = self.active.clone();
+        active.store(true, Ordering::SeqCst);
+        let mut term = Term::new(self, changed);
+        let stopped = tokio::select! {
+            () = term.lead(&stores) => Stopped::Shutdown,
+            () = lost(&mut leading) => Stopped::LostLeadership,
+            () = &mut shutdown => Stopped::Shutdown,
+        };
+        active.store(false, Ordering::SeqCst);
+        term.workers.abort_all();
+        stopped
+    }
+}
+
+/// Completes when `leading` turns false (or its sender is gone).
+async fn lost(leading: &mut watch::Receiver<bool>) {
+    while *leading.borrow_and_update() {
+        if leading.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One term as leader: the state the cycles share.
+struct Term {
+    azure: watch::Receiver<Option<Azure>>,
+    settings: Settings,
+    metrics: Metrics,
+    changed: Arc<Notify>,
+    writer: Writer,
+    recorder: Recorder,
+    overlay: Overlay,
+    machines: Machines,
+    workers: JoinSet<Outcome>,
+}
+
+impl Term {
+    fn new(controller: Controller, changed: Arc<Notify>) -> Self {
+        let Controller {
+            client,
+            azure,
+            settings,
+            metrics,
+            ..
+        } = controller;
+        Self {
+            writer: Writer::new(client.clone(), metrics.clone()),
+            recorder: Recorder::new(client.clone(), settings.event_window),
+            overlay: Overlay::default(),
+            machines: Machines::default(),
+            workers: JoinSet::new(),
+            azure,
+            settings,
+            metrics,
+            changed,
+        }
+    }
+
+    async fn lead(&mut self, stores: &Stores) {
+        let mut wake = Some(Instant::now());
+        loop {
+            let sleep = tokio::time::sleep_until(wake.unwrap_or_else(far_future));
+            tokio::select! {
+                Some(joined) = self.workers.join_next() => {
+                    match joined {
+                        Ok(outcome) => {
+                            self.machines.finish(&outcome, Instant::now(), &self.settings.timing);
+                            report_refused(&outcome);
+                        }
+                        Err(error) => tracing::error!(%error, "an ARM worker failed"),
+                    }
+                    wake = Some(Instant::now());
+                }
+                () = self.changed.notified() => {
+                    let soon = Instant::now() + self.settings.debounce;
+                    wake = Some(wake.map_or(soon, |w| w.min(soon)));
+                }
+                result = self.azure.changed() => {
+                    if result.is_err() {
+                        return;
+                    }
+                    self.machines.forget_backoff();
+                    wake = Some(Instant::now());
+                }
+                () = sleep => {
+                    let started = StdInstant::now();
+                    let (next, worked) = self.cycle(stores).await;
+                    if worked {
+                        self.metrics.cycle(started.elapsed());
+                    }
+                    wake = Some(next);
+                }
+            }
+        }
+    }
+
+    /// One cycle; returns when the next is due at the latest, and whether it did work.
+    async fn cycle(&mut self, stores: &Stores) -> (Instant, bool) {
+        let now = Instant::now();
+        let mut next = now + self.settings.resync;
+        let snapshot = stores.snapshot();
+        let current = self.overlay.merge(snapshot.assigned);
+        let (nodes, node_diagnostics) = NodeIndex::new(&snapshot.nodes);
+        let desired = desired(
+            &snapshot.pods,
+            &snapshot.bindings,
+            &snapshot.identities,
+            &nodes,
+            self.settings.match_options,
+        );
+        for diagnostic in node_diagnostics.iter().chain(&desired.diagnostics) {
+            self.report_diagnostic(diagnostic, &snapshot.identities, &snapshot.bindings)
+                .await;
+        }
+
+        let plan = reconcile(&current, &desired);
+        let mut worked = !plan.is_empty();
+        let mut ops: Vec<Op> = Vec::new();
+        ops.extend(plan.create.into_iter().map(Op::Create));
+        ops.extend(plan.replace.into_iter().map(Op::Replace));
+        ops.extend(plan.status.into_iter().map(|c| Op::Status(c.object, c.to)));
+        ops.extend(plan.delete.into_iter().map(Op::Delete));
+        let current = self.apply(ops, current).await;
+
+        let views: Vec<AssignedView> = current.iter().map(AssignedView::of).collect();
+        let policy = self.policy(now);
+        let plans = plan_machines(&desired, &views, &nodes, &policy, |machine, id| {
+            self.machines.since_last_needed(machine, id, now)
+        });
+        self.machines.record_needed(&plans, now);
+        let azure = self.azure.borrow().clone();
+        for plan in &plans {
+            if let Some(left) = plan.deferred.values().min() {
+                next = next.min(now + *left);
+            }
+            match self.machines.step(plan, now, &self.settings.timing) {
+                Step::Busy => {}
+                Step::Idle { recheck } => next = next.min(recheck.unwrap_or(next)),
+                Step::Wait(until) => next = next.min(until),
+                Step::Work(job) => {
+                    let Some(azure) = &azure else {
+                        tracing::warn!(machine = %job.machine, "no usable cloud config; ARM work waits");
+                        continue;
+                    };
+                    worked = true;
+                    tracing::debug!(machine = %job.machine, add = job.change.add.len(),
+                        remove = job.change.remove.len(), read = job.known.is_none(), "ARM work");
+                    self.machines.start(&job.machine);
+                    self.workers.spawn(worker::run(
+                        azure.arm.clone(),
+                        *job,
+                        self.settings.max_identity_retries,
+                        self.metrics.clone(),
+                    ));
+                }
+            }
+        }
+        if let Some(end) = self.machines.next_quarantine_end(now) {
+            next = next.min(end);
+        }
+
+        let observed = self.machines.observed();
+        let settlements = settle(&views, &nodes, &plans, &observed);
+        let by_ref: BTreeMap<ObjectRef, &AzureAssignedIdentity> =
+            current.iter().map(|o| (ObjectRef::of(o), o)).collect();
+        let mut ops = Vec::new();
+        for settlement in settlements {
+            match settlement {
+                Settlement::Assign(object) => {
+                    ops.push(Op::Status(object, AssignedIdentityState::Assigned))
+                }
+                Settlement::Delete(object) => ops.push(Op::Delete(object)),
+                Settlement::Released { object, remaining } => {
+                    ops.push(Op::Releasing(object, remaining))
+                }
+                Settlement::Wait {
+                    object,
+                    reason: Waiting::NotOnMachine,
+                } => {
+                    if let Some(existing) = by_ref.get(&object) {
+                        self.report_not_on_machine(existing, &nodes, now).await;
+                    }
+                }
+                Settlement::Wait { .. } => {}
+            }
+        }
+        worked |= !ops.is_empty();
+        self.apply(ops, current).await;
+        (next, worked)
+    }
+
+    fn policy(&self, now: Instant) -> MachinePolicy {
+        let cluster = self
+            .azure
+            .borrow()
+            .as_ref()
+            .and_then(|azure| azure.cluster_identity.clone());
+        let mut policy = MachinePolicy::default()
+            .with_immutable_client_ids(
+                self.settings
+                    .immutable_client_ids
+                    .iter()
+                    .map(String::as_str),
+            )
+            .with_immutable_client_ids(cluster.as_deref());
+        policy.removal_grace = self.settings.removal_grace;
+        policy.quarantined = self.machines.quarantined(now);
+        policy
+    }
+
+    /// Performs `ops` (at most `write_concurrency` at once) and returns `current` with their
+    /// results, reporting failures as upstream did.
+    async fn apply(
+        &mut self,
+        ops: Vec<Op>,
+        current: Vec<AzureAssignedIdentity>,
+    ) -> Vec<AzureAssignedIdentity> {
+        if ops.is_empty() {
+            return current;
+        }
+        let writer = self.writer.clone();
+        let results: Vec<(Op, Result<Option<Written>, kube::Error>)> = futures::stream::iter(ops)
+            .map(|op| {
+                let writer = writer.clone();
+                async move {
+                    let result = writer.write(&op).await;
+                    (op, result)
+                }
+            })
+            .buffer_unordered(self.settings.write_concurrency.max(1))
+            .collect()
+            .await;
+        let mut objects: BTreeMap<ObjectRef, AzureAssignedIdentity> = current
+            .into_iter()
+            .map(|o| (ObjectRef::of(&o), o))
+            .collect();
+        for (op, result) in results {
+            let key = op.object();
+            match result {
+                Ok(Some(Written::Object(object))) => {
+                    if let Op::Status(_, AssignedIdentityState::Assigned) = &op {
+                        self.report_applied(&object).await;
+                    }
+                    objects.insert(key.clone(), (*object).clone());
+                    self.overlay.record(key, Written::Object(object));
+                }
+                Ok(Some(Written::Deleted)) => {
+                    objects.remove(&key);
+                    self.overlay.record(key, Written::Deleted);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(object = %key, %error, op = ?kind_of(&op), "write failed");
+                    self.report_write_error(&op, objects.get(&key), &error)
+                        .await;
+                }
+            }
+        }
+        objects.into_values().collect()
+    }
+
+    async fn report_applied(&mut self, object: &AzureAssignedIdentity) {
+        let Some(binding) = binding_of(object) else {
+            return;
+        };
+        let message = format!(
+            "Binding {} applied on node {} for pod {}",
+            binding.name,
+            object.spec.node_name.as_deref().unwrap_or_default(),
+            ObjectRef::of(object).name,
+        );
+        self.recorder
+            .record(&binding, Severity::Normal, reason::BINDING_APPLIED, message)
+            .await;
+    }
+
+    async fn report_write_error(
+        &mut self,
+        op: &Op,
+        existing: Option<&AzureAssignedIdentity>,
+        error: &kube::Error,
+    ) {
+        match op {
+            Op::Create(object) | Op::Replace(object) => {
+                if let Some(binding) = binding_of(object) {
+                    let message = format!(
+                        "failed to apply binding {} for pod {}: {error}",
+                        binding.name,
+                        object.spec.pod.as_deref().unwrap_or_default()
+                    );
+                    self.recorder
+                        .record(
+                            &binding,
+                            Severity::Warning,
+                            reason::BINDING_APPLY_ERROR,
+                            message,
+                        )
+                        .await;
+                }
+            }
+            Op::Status(..) | Op::Releasing(..) => {
+                if let Some(object) = existing {
+                    let message = format!("failed to update the status: {error}");
+                    self.recorder
+                        .record(
+                            &involved_of(object),
+                            Severity::Warning,
+                            reason::STATUS_UPDATE_ERROR,
+                            message,
+                        )
+                        .await;
+                }
+            }
+            Op::Delete(_) => {}
+        }
+    }
+
+    /// An object waits for its identity on its machine: tell why when ARM refused it or
+    /// failed.
+    async fn report_not_on_machine(
+        &mut self,
+        object: &AzureAssignedIdentity,
+        nodes: &NodeIndex,
+        now: Instant,
+    ) {
+        let Some(binding) = binding_of(object) else {
+            return;
+        };
+        let view = AssignedView::of(object);
+        let Some(id) = view.target.as_ref().and_then(|t| t.resource_id()) else {
+            return;
+        };
+        let Some(machine) = view.node.as_deref().and_then(|n| nodes.machine(n)) else {
+            return;
+        };
+        let message = if let Some(until) = self.machines.quarantined_until(id, now) {
+            format!(
+                "identity {id} could not be assigned to {machine} for pod {}: ARM refused it (it does not exist, or MIC's identity lacks the Managed Identity Operator role on it); fix the AzureIdentity's resourceID or grant the role; retrying in {}s",
+                view.object.name,
+                until.saturating_duration_since(now).as_secs()
+            )
+        } else if let Some(error) = self.machines.last_error(machine) {
+            format!(
+                "identity {id} is not yet on {machine} for pod {}: {error}",
+                view.object.name
+            )
+        } else {
+            return;
+        };
+        self.recorder
+            .record(
+                &binding,
+                Severity::Warning,
+                reason::BINDING_APPLY_ERROR,
+                message,
+            )
+            .await;
+    }
+
+    async fn report_diagnostic(
+        &mut self,
+        diagnostic: &Diagnostic,
+        identities: &[AzureIdentity],
+        bindings: &[AzureIdentityBinding],
+    ) {
+        tracing::debug!(%diagnostic, "skipped");
+        let (involved, reason) = match diagnostic {
+            Diagnostic::Identity { identity, .. } => (
+                identities
+                    .iter()
+                    .find(|i| ObjectRef::of(*i) == *identity)
+                    .map(involved_of),
+                reason::INVALID_IDENTITY,
+            ),
+            Diagnostic::Binding { binding, .. }
+            | Diagnostic::DuplicateName {
+                dropped: binding, ..
+            } => (
+                bindings
+                    .iter()
+                    .find(|b| ObjectRef::of(*b) == *binding)
+                    .map(involved_of),
+                reason::BINDING_APPLY_ERROR,
+            ),
+            Diagnostic::Node { node, .. } => (
+                Some(Involved {
+                    api_version: "v1".into(),
+                    kind: "Node".into(),
+                    namespace: None,
+                    name: node.clone(),
+                    uid: None,
+                }),
+                reason::INVALID_PROVIDER_ID,
+            ),
+            Diagnostic::Pod { pod, .. } => (
+                Some(Involved {
+                    api_version: "v1".into(),
+                    kind: "Pod".into(),
+                    namespace: Some(pod.namespace.clone()),
+                    name: pod.name.clone(),
+                    uid: None,
+                }),
+                reason::NO_IDENTITY,
+            ),
+        };
+        if let Some(involved) = involved {
+            self.recorder
+                .record(&involved, Severity::Warning, reason, diagnostic.to_string())
+                .await;
+        }
+    }
+}
+
+fn report_refused(outcome: &Outcome) {
+    for (id, error) in &outcome.refused {
+        tracing::warn!(machine = %outcome.machine, identity = %id, %error, "identity quarantined");
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(365 * 24 * 3600)
+}
+
+fn kind_of(op: &Op) -> &'static str {
+    match op {
+        Op::Create(_) => "create",
+        Op::Replace(_) => "replace",
+        Op::Status(..) => "status",
+        Op::Releasing(..) => "releasing",
+        Op::Delete(_) => "delete",
+    }
+}
+
+/// The event target for a Kubernetes object of ours.
+fn involved_of<K: Resource<DynamicType = ()>>(object: &K) -> Involved {
+    Involved {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        namespace: object.meta().namespace.clone(),
+        name: object.meta().name.clone().unwrap_or_default(),
+        uid: object.meta().uid.clone(),
+    }
+}
+
+/// The binding embedded in an AzureAssignedIdentity, as an event target.
+fn binding_of(object: &AzureAssignedIdentity) -> Option<Involved> {
+    object.spec.azure_binding_ref.as_ref().map(involved_of)
+}
