@@ -415,6 +415,7 @@ pub fn check_world(objects: &Objects, force_namespaced: bool, attempt: u32) {
                 pod_name: &facts.name,
                 assigned: &objects.assigned,
                 force_namespaced,
+                selected_by_binding: attempt % 3 != 0,
             };
             match select_standard(&inputs, requested, retry, attempt) {
                 Decision::Serve(selected) => assert!(
@@ -452,6 +453,7 @@ pub fn check_world(objects: &Objects, force_namespaced: bool, attempt: u32) {
             pod_name: &info.name,
             assigned: &recorded,
             force_namespaced,
+            selected_by_binding: true,
         };
         match select_standard(&inputs, &RequestedIdentity::Unspecified, retry, 0) {
             Decision::Serve(selected) => assert!(mine.iter().any(|i| {

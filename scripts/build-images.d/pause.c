@@ -8,6 +8,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#ifndef PODID_VERSION
+#error "build with -DPODID_VERSION='\"x.y.z\"' (scripts/build-images does)"
+#endif
+
 static void stop(int sig) {
   (void)sig;
   _exit(0);
@@ -21,7 +25,7 @@ static void reap(int sig) {
 
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "--version") == 0) {
-    puts("pause (podid) 0.1.0");
+    puts("pause (podid) " PODID_VERSION);
     return 0;
   }
   if (getpid() != 1) {

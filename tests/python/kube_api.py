@@ -116,14 +116,17 @@ class KubeApi:
         scope = f"/namespaces/{namespace}" if namespace else ""
         return self._call("POST", f"{prefix}{scope}/{plural}", obj)
 
-    def patch_status(self, namespace: str, obj: dict, status: dict) -> dict:
+    def patch_status(self, namespace: str, obj: dict, status: dict, subresource=True) -> dict:
+        """Merges ``status`` into the object: through its status subresource, or the object
+        itself for kinds without one (AzureAssignedIdentity, as upstream defined it)."""
         group_version = obj["apiVersion"]
         plural = _plural(obj["kind"])
         prefix = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
         name = obj["metadata"]["name"]
+        suffix = "/status" if subresource else ""
         return self._call(
             "PATCH",
-            f"{prefix}/namespaces/{namespace}/{plural}/{name}/status",
+            f"{prefix}/namespaces/{namespace}/{plural}/{name}{suffix}",
             {"status": status},
             content_type="application/merge-patch+json",
         )

@@ -100,7 +100,9 @@ def bind(kube: KubeApi, namespace: str, pod: Pod, who, *, status: str | None = "
                                    identity_obj=identity, binding_obj=binding),
     )
     if status is not None:
-        kube.patch_status("default", aai, {"status": status, "availableReplicas": 1})
+        kube.patch_status(
+            "default", aai, {"status": status, "availableReplicas": 1}, subresource=False
+        )
     return aai
 
 
@@ -202,7 +204,8 @@ def test_a_pod_waits_while_its_identity_is_assigned_and_then_gets_it(
     worker.start()
     worker.join(timeout=1.0)  # give the request time to reach NMI; the outcome doesn't depend on it
     assert worker.is_alive(), f"answered before the identity was assigned: {result}"
-    kube.patch_status("default", aai, {"status": "Assigned", "availableReplicas": 1})
+    kube.patch_status("default", aai, {"status": "Assigned", "availableReplicas": 1},
+                      subresource=False)
     worker.join(timeout=60)
     assert not worker.is_alive()
     assert "error" not in result, result.get("error")
@@ -247,7 +250,8 @@ def test_a_service_principal_whose_secret_is_missing_fails_without_retries(
     aai = kube.create("default", kube_api.assigned_identity(
         pod=pod.name, pod_namespace=namespace, node=NODE, identity_obj=identity,
         binding_obj=binding))
-    kube.patch_status("default", aai, {"status": "Assigned", "availableReplicas": 1})
+    kube.patch_status("default", aai, {"status": "Assigned", "availableReplicas": 1},
+                      subresource=False)
     seen: list[int] = []
     with pytest.raises((CredentialUnavailableError, ClientAuthenticationError)):
         get_token(pod, seen)

@@ -94,7 +94,12 @@ async fn a_vm_keeps_its_system_assigned_identity_and_user_identities_mic_did_not
     h.wait_identities(VM, &["id-d"]).await;
     // The system-assigned identity is untouched (E21).
     let world = h.emu.world().await;
-    let vm = &world["virtualMachines"][0];
+    let vm = world["virtualMachines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|machine| machine["name"] == VM)
+        .expect("the VM");
     assert!(vm["identity"]["systemAssigned"].is_object(), "{vm}");
     h.finish().await;
 }

@@ -40,6 +40,12 @@ pub enum Error {
         source: kube::Error,
     },
 
+    #[error("the manifest's RBAC for ServiceAccount {service_account} is unusable: {detail}")]
+    Rbac {
+        service_account: String,
+        detail: String,
+    },
+
     #[error("timed out after {timeout:?} waiting for {what}; last observation: {last}")]
     Timeout {
         what: String,

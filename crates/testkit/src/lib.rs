@@ -20,6 +20,7 @@ mod loopback;
 mod names;
 mod plane;
 mod policies;
+mod rbac;
 mod upstream;
 mod wait;
 mod warnings;
@@ -43,6 +44,7 @@ pub use kubelet::{
 pub use loopback::ensure_loopback;
 pub use names::unique_name;
 pub use plane::KUBECONFIG_ENV;
+pub use rbac::ShippedRbac;
 pub use upstream::{
     AzureSide, UPSTREAM_MIC_VERSION, UpstreamError, UpstreamMic, UpstreamMicOptions,
     ensure_no_route_out, upstream_mic_binary,

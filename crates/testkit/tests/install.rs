@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use kube::ResourceExt;
-use kube::api::DynamicObject;
+use kube::api::{Api, DeleteParams, DynamicObject};
+use kube::core::GroupVersionKind;
+use kube::discovery::{self, Scope};
 use podid_testkit::{TestEnv, apply_yaml, parse_documents, unique_name};
 use serde_json::Value;
 
@@ -53,8 +55,8 @@ fn versions(objects: &[DynamicObject]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Applies `yaml` twice; the second apply must change nothing.
-async fn apply_twice(env: &TestEnv, namespace: &str, what: &str, yaml: &str) {
+/// Applies `yaml` twice; the second apply must change nothing. Returns the objects applied.
+async fn apply_twice(env: &TestEnv, namespace: &str, what: &str, yaml: &str) -> Vec<DynamicObject> {
     let first = apply_yaml(&env.admin(), namespace, yaml)
         .await
         .unwrap_or_else(|e| panic!("{what} does not apply: {e}"));
@@ -67,6 +69,40 @@ async fn apply_twice(env: &TestEnv, namespace: &str, what: &str, yaml: &str) {
         versions(&second),
         "{what}: applying it again changed objects"
     );
+    second
+}
+
+/// Uninstalls a variant, as switching variants needs: they share object names but not the
+/// (immutable) MIC selector, as upstream's did. CRDs and warning policies stay: every test of
+/// this process uses them.
+async fn uninstall(env: &TestEnv, what: &str, objects: &[DynamicObject]) {
+    for object in objects {
+        let types = object
+            .types
+            .clone()
+            .expect("applied objects carry their kind");
+        if types.kind == "CustomResourceDefinition" || types.kind.starts_with("ValidatingAdmission")
+        {
+            continue;
+        }
+        let gvk = GroupVersionKind::try_from(&types).expect("a served kind");
+        let (resource, capabilities) = discovery::pinned_kind(&env.admin(), &gvk)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {}: {e}", key(object)));
+        let api: Api<DynamicObject> = match capabilities.scope {
+            Scope::Namespaced => Api::namespaced_with(
+                env.admin(),
+                &object
+                    .namespace()
+                    .expect("a namespaced object has its namespace"),
+                &resource,
+            ),
+            Scope::Cluster => Api::all_with(env.admin(), &resource),
+        };
+        api.delete(&object.name_any(), &DeleteParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("{what}: cannot delete {}: {e}", key(object)));
+    }
 }
 
 /// The documents of `yaml` by kind/namespace/name, as JSON.
@@ -122,7 +158,9 @@ async fn the_kubectl_manifests_apply_and_reapply_unchanged() {
     let env = TestEnv::get().await;
     let crds = crd_documents();
     let mut mic_rules = Vec::new();
-    // One test, in order: the files share object names, as upstream's did.
+    // One test, in order: the files share object names, as upstream's did, so each variant is
+    // uninstalled before the next. mic-exception.yaml goes on top of the last one.
+    let mut previous: Vec<DynamicObject> = Vec::new();
     for path in MANIFESTS {
         let yaml = read(path);
         let docs = documents(&yaml);
@@ -139,7 +177,10 @@ async fn the_kubectl_manifests_apply_and_reapply_unchanged() {
         if let Some(role) = docs.get("ClusterRole//aad-pod-id-mic-role") {
             mic_rules.push((path, role["rules"].clone()));
         }
-        apply_twice(env, "default", path, &yaml).await;
+        if *path != "deploy/infra/mic-exception.yaml" {
+            uninstall(env, &format!("before {path}"), &previous).await;
+        }
+        previous = apply_twice(env, "default", path, &yaml).await;
     }
     let (first_path, first) = &mic_rules[0];
     for (path, rules) in &mic_rules {
@@ -218,6 +259,25 @@ async fn the_chart_lints_renders_and_applies_with_each_value_set() {
             !managed,
             "{values}: MIC is deployed in standard mode only"
         );
+        if !managed {
+            let shipped = documents(&read("deploy/infra/deployment-rbac.yaml"));
+            assert_eq!(
+                docs[&format!("ClusterRole//{name}-mic")]["rules"],
+                shipped["ClusterRole//aad-pod-id-mic-role"]["rules"],
+                "{values}: the chart's MIC rules differ from the manifests'"
+            );
+            let lock = docs
+                .iter()
+                .find(|(k, _)| {
+                    k.starts_with("Role/") && k.ends_with(&format!("/{name}-mic-leader-election"))
+                })
+                .map(|(_, role)| &role["rules"]);
+            assert_eq!(
+                lock,
+                Some(&shipped["Role/default/aad-pod-id-mic-leader-election"]["rules"]),
+                "{values}: the chart's leader-election rules differ from the manifests'"
+            );
+        }
         let nmi_role = &docs[&format!("ClusterRole//{name}-nmi")];
         let reads_secrets = nmi_role["rules"]
             .as_array()

@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// `source.component` of MIC's events, as upstream.
@@ -55,31 +56,83 @@ struct Sent {
     at: Instant,
 }
 
-/// Writes events; remembers recent ones to aggregate repeats.
+/// Hands events to a task that writes them, so a cycle never waits for them (a cycle that
+/// assigns 1,000 identities would otherwise wait for 1,000 event POSTs, one by one). The task
+/// is aborted with the recorder: nothing is written after the term ends.
 pub struct Recorder {
-    client: Client,
-    window: Duration,
-    sent: HashMap<(Involved, &'static str, String), Sent>,
+    queue: mpsc::UnboundedSender<Pending>,
+    writer: tokio::task::AbortHandle,
+}
+
+struct Pending {
+    involved: Involved,
+    severity: Severity,
+    reason: &'static str,
+    message: String,
 }
 
 impl Recorder {
-    /// `window`: how long a repeated event is not written again.
+    /// `window`: how long a repeated event is not written again. Needs a tokio runtime.
     pub fn new(client: Client, window: Duration) -> Self {
-        Self {
+        let (queue, mut pending) = mpsc::unbounded_channel::<Pending>();
+        let mut writer = Writer {
             client,
             window,
             sent: HashMap::new(),
+        };
+        let task = tokio::spawn(async move {
+            while let Some(event) = pending.recv().await {
+                writer.write(event).await;
+            }
+        });
+        Self {
+            queue,
+            writer: task.abort_handle(),
         }
     }
 
-    /// Records one event. Failures are logged, never returned: an event is not worth a retry.
-    pub async fn record(
+    /// Records one event, in order with the others. Failures are logged, never returned: an
+    /// event is not worth a retry.
+    pub fn record(
         &mut self,
         involved: &Involved,
         severity: Severity,
         reason: &'static str,
         message: String,
     ) {
+        let event = Pending {
+            involved: involved.clone(),
+            severity,
+            reason,
+            message,
+        };
+        // The task ends only when aborted with the recorder.
+        let _ = self.queue.send(event);
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.writer.abort();
+    }
+}
+
+/// Writes events; remembers recent ones to aggregate repeats.
+struct Writer {
+    client: Client,
+    window: Duration,
+    sent: HashMap<(Involved, &'static str, String), Sent>,
+}
+
+impl Writer {
+    async fn write(&mut self, event: Pending) {
+        let Pending {
+            involved,
+            severity,
+            reason,
+            message,
+        } = event;
+        let involved = &involved;
         let now = Instant::now();
         let key = (involved.clone(), reason, message.clone());
         if let Some(sent) = self.sent.get_mut(&key) {

@@ -273,8 +273,7 @@ impl Term {
             self.settings.match_options,
         );
         for diagnostic in node_diagnostics.iter().chain(&desired.diagnostics) {
-            self.report_diagnostic(diagnostic, &snapshot.identities, &snapshot.bindings)
-                .await;
+            self.report_diagnostic(diagnostic, &snapshot.identities, &snapshot.bindings);
         }
 
         let plan = reconcile(&current, &desired);
@@ -342,7 +341,7 @@ impl Term {
                     reason: Waiting::NotOnMachine,
                 } => {
                     if let Some(existing) = by_ref.get(&object) {
-                        self.report_not_on_machine(existing, &nodes, now).await;
+                        self.report_not_on_machine(existing, &nodes, now);
                     }
                 }
                 Settlement::Wait { .. } => {}
@@ -403,7 +402,7 @@ impl Term {
             match result {
                 Ok(Some(Written::Object(object))) => {
                     if let Op::Status(_, AssignedIdentityState::Assigned) = &op {
-                        self.report_applied(&object).await;
+                        self.report_applied(&object);
                     }
                     objects.insert(key.clone(), (*object).clone());
                     self.overlay.record(key, Written::Object(object));
@@ -415,15 +414,14 @@ impl Term {
                 Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(object = %key, %error, op = ?kind_of(&op), "write failed");
-                    self.report_write_error(&op, objects.get(&key), &error)
-                        .await;
+                    self.report_write_error(&op, objects.get(&key), &error);
                 }
             }
         }
         objects.into_values().collect()
     }
 
-    async fn report_applied(&mut self, object: &AzureAssignedIdentity) {
+    fn report_applied(&mut self, object: &AzureAssignedIdentity) {
         let Some(binding) = binding_of(object) else {
             return;
         };
@@ -434,11 +432,10 @@ impl Term {
             ObjectRef::of(object).name,
         );
         self.recorder
-            .record(&binding, Severity::Normal, reason::BINDING_APPLIED, message)
-            .await;
+            .record(&binding, Severity::Normal, reason::BINDING_APPLIED, message);
     }
 
-    async fn report_write_error(
+    fn report_write_error(
         &mut self,
         op: &Op,
         existing: Option<&AzureAssignedIdentity>,
@@ -452,27 +449,23 @@ impl Term {
                         binding.name,
                         object.spec.pod.as_deref().unwrap_or_default()
                     );
-                    self.recorder
-                        .record(
-                            &binding,
-                            Severity::Warning,
-                            reason::BINDING_APPLY_ERROR,
-                            message,
-                        )
-                        .await;
+                    self.recorder.record(
+                        &binding,
+                        Severity::Warning,
+                        reason::BINDING_APPLY_ERROR,
+                        message,
+                    );
                 }
             }
             Op::Status(..) | Op::Releasing(..) => {
                 if let Some(object) = existing {
                     let message = format!("failed to update the status: {error}");
-                    self.recorder
-                        .record(
-                            &involved_of(object),
-                            Severity::Warning,
-                            reason::STATUS_UPDATE_ERROR,
-                            message,
-                        )
-                        .await;
+                    self.recorder.record(
+                        &involved_of(object),
+                        Severity::Warning,
+                        reason::STATUS_UPDATE_ERROR,
+                        message,
+                    );
                 }
             }
             Op::Delete(_) => {}
@@ -481,7 +474,7 @@ impl Term {
 
     /// An object waits for its identity on its machine: tell why when ARM refused it or
     /// failed.
-    async fn report_not_on_machine(
+    fn report_not_on_machine(
         &mut self,
         object: &AzureAssignedIdentity,
         nodes: &NodeIndex,
@@ -511,17 +504,15 @@ impl Term {
         } else {
             return;
         };
-        self.recorder
-            .record(
-                &binding,
-                Severity::Warning,
-                reason::BINDING_APPLY_ERROR,
-                message,
-            )
-            .await;
+        self.recorder.record(
+            &binding,
+            Severity::Warning,
+            reason::BINDING_APPLY_ERROR,
+            message,
+        );
     }
 
-    async fn report_diagnostic(
+    fn report_diagnostic(
         &mut self,
         diagnostic: &Diagnostic,
         identities: &[AzureIdentity],
@@ -569,8 +560,7 @@ impl Term {
         };
         if let Some(involved) = involved {
             self.recorder
-                .record(&involved, Severity::Warning, reason, diagnostic.to_string())
-                .await;
+                .record(&involved, Severity::Warning, reason, diagnostic.to_string());
         }
     }
 }

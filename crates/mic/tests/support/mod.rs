@@ -1,11 +1,15 @@
 //! The MIC test harness: the real API server (podid-testkit), the Azure emulator in-process,
-//! and MIC running as its ServiceAccount with the ClusterRole it ships (deploy/rbac/mic.yaml).
+//! and MIC running as its ServiceAccount with exactly the roles the install manifest binds to it
+//! (deploy/infra/deployment-rbac.yaml; the leader-election Role also in each test's namespace,
+//! where the tests put the lock).
 //!
 //! Every test gets its own emulator whose subscription ID is fresh, and nodes named after the
 //! test, so objects another test left behind never name one of its machines. Tests in one
 //! binary run one at a time (they share the cluster-wide `default` namespace of
 //! AzureAssignedIdentities and one controller's view of every pod).
 #![allow(dead_code)]
+
+pub mod process;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -26,12 +30,13 @@ use podid_emulator::testing::{Emulator, Surface, TENANT};
 use podid_mic::azure::AzureSource;
 use podid_mic::controller::{Backoff, Controller, Settings, Stopped, Timing};
 use podid_mic::metrics::Metrics;
-use podid_testkit::{TestEnv, TestNamespace, wait_for};
+use podid_testkit::{ShippedRbac, TestEnv, TestNamespace, wait_for};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, MutexGuard, watch};
 use tokio::task::JoinHandle;
 
-pub const MIC_RBAC: &str = include_str!("../../../../deploy/rbac/mic.yaml");
+/// The install manifest whose MIC RBAC the tests run with.
+pub const MIC_MANIFEST: &str = include_str!("../../../../deploy/infra/deployment-rbac.yaml");
 pub const MIC_SA: &str = "aad-pod-id-mic-service-account";
 pub const NODE_RG: &str = "node-rg";
 pub const SHARED_RG: &str = "shared-ids";
@@ -78,7 +83,7 @@ pub fn client_id(name: &str) -> String {
     )
 }
 
-fn world(sub: &str) -> String {
+fn world(sub: &str, node_vm: &str) -> String {
     let identities: String = ["id-a", "id-b", "id-c", "id-d"]
         .iter()
         .map(|name| {
@@ -109,6 +114,7 @@ virtualMachineScaleSets:
     instances: [{{ instanceId: "0" }}]
 virtualMachines:
   - {{ resourceGroup: {NODE_RG}, name: {VM}, identity: {{ systemAssigned: true }} }}
+  - {{ resourceGroup: {NODE_RG}, name: {node_vm} }}
 servicePrincipals:
   - {{ clientId: {MIC_CLIENT}, displayName: mic, secrets: [mic-secret] }}
   - {{ clientId: {OWNER_CLIENT}, displayName: owner, secrets: [owner-secret] }}
@@ -148,17 +154,20 @@ impl Harness {
         let serial = SERIAL.lock().await;
         let env = TestEnv::get().await;
         let admin = env.admin();
-        podid_testkit::apply_yaml(&admin, "default", MIC_RBAC)
+        let ns = env.namespace(prefix).await;
+        let rbac = ShippedRbac::from_manifest(MIC_MANIFEST, MIC_SA).expect("MIC's shipped RBAC");
+        assert_eq!(rbac.namespace(), "default", "MIC's ServiceAccount moved");
+        rbac.apply(&admin, &[ns.name()])
             .await
             .expect("MIC's RBAC applies");
         let sub = uuid_like();
-        let emu = Emulator::start(&world(&sub)).await;
+        let unique = podid_testkit::unique_name(prefix);
+        let emu = Emulator::start(&world(&sub, &node_vm_name(&unique))).await;
         emu.set_knobs(json!({"arm": {"lroMode": "sync"}})).await;
-        let ns = env.namespace(prefix).await;
         Self {
             emu,
             sub,
-            prefix: podid_testkit::unique_name(prefix),
+            prefix: unique,
             ns,
             admin,
             dir: tempfile::tempdir().expect("a temporary directory"),
@@ -167,9 +176,24 @@ impl Harness {
         }
     }
 
-    /// The azure.json and environment file pointing MIC at the emulator.
-    pub fn azure_source(&self) -> AzureSource {
-        let azure_json = self.dir.path().join("azure.json");
+    /// azure.json naming the world's MIC service principal (custom cloud: see
+    /// [`Harness::environment_file`]).
+    pub fn azure_json(&self) -> Value {
+        json!({
+            "cloud": "AzureStackCloud",
+            "tenantId": TENANT,
+            "aadClientId": MIC_CLIENT,
+            "aadClientSecret": "mic-secret",
+            "subscriptionId": self.sub,
+            "resourceGroup": NODE_RG,
+            "vmType": "vmss",
+            "userAssignedIdentityID": KUBELET_CLIENT,
+        })
+    }
+
+    /// Writes the go-autorest environment file (`AZURE_ENVIRONMENT_FILEPATH`) naming the
+    /// emulator's ARM and Entra ID, and returns its path.
+    pub fn environment_file(&self) -> std::path::PathBuf {
         let environment = self.dir.path().join("cloud.json");
         std::fs::write(
             &environment,
@@ -181,21 +205,14 @@ impl Harness {
             .to_string(),
         )
         .expect("the environment file");
-        std::fs::write(
-            &azure_json,
-            json!({
-                "cloud": "AzureStackCloud",
-                "tenantId": TENANT,
-                "aadClientId": MIC_CLIENT,
-                "aadClientSecret": "mic-secret",
-                "subscriptionId": self.sub,
-                "resourceGroup": NODE_RG,
-                "vmType": "vmss",
-                "userAssignedIdentityID": KUBELET_CLIENT,
-            })
-            .to_string(),
-        )
-        .expect("azure.json");
+        environment
+    }
+
+    /// The azure.json and environment file pointing MIC at the emulator.
+    pub fn azure_source(&self) -> AzureSource {
+        let azure_json = self.dir.path().join("azure.json");
+        let environment = self.environment_file();
+        std::fs::write(&azure_json, self.azure_json().to_string()).expect("azure.json");
         let environment = environment.to_string_lossy().into_owned();
         AzureSource {
             cloud_config: Some(azure_json),
@@ -273,6 +290,23 @@ impl Harness {
         let name = self.node_name(vm);
         let provider = format!(
             "azure:///subscriptions/{}/resourceGroups/{NODE_RG}/providers/Microsoft.Compute/virtualMachines/{vm}",
+            self.sub
+        );
+        self.node(&name, &provider).await;
+        name
+    }
+
+    /// The world's VM named like its node ([`node_vm_name`]): upstream's MIC takes the node
+    /// name for the VM name.
+    pub fn node_vm(&self) -> String {
+        node_vm_name(&self.prefix)
+    }
+
+    /// The node of [`Harness::node_vm`], named like it.
+    pub async fn node_vm_node(&self) -> String {
+        let name = self.node_vm();
+        let provider = format!(
+            "azure:///subscriptions/{}/resourceGroups/{NODE_RG}/providers/Microsoft.Compute/virtualMachines/{name}",
             self.sub
         );
         self.node(&name, &provider).await;
@@ -572,9 +606,14 @@ impl Harness {
                     .await;
             }
         }
-        let aais: Api<AzureAssignedIdentity> = Api::namespaced(self.admin.clone(), "default");
-        for aai in aais.list(&ListParams::default()).await.expect("AAIs").items {
+        // Every namespace: namespaced identities' AAIs live in the test's.
+        let all: Api<AzureAssignedIdentity> = Api::all(self.admin.clone());
+        for aai in all.list(&ListParams::default()).await.expect("AAIs").items {
             if aai.spec.pod_namespace.as_deref() == Some(self.ns.name()) {
+                let aais: Api<AzureAssignedIdentity> = Api::namespaced(
+                    self.admin.clone(),
+                    aai.namespace().as_deref().unwrap_or("default"),
+                );
                 let patch = json!({"metadata": {"finalizers": null}});
                 let _ = aais
                     .patch(
@@ -628,6 +667,11 @@ pub fn upstream_aai(
         },
         "status": {"status": status, "availableReplicas": 1},
     })
+}
+
+/// The VM of a test whose node has the same name.
+fn node_vm_name(prefix: &str) -> String {
+    format!("{prefix}-vm")
 }
 
 /// A fresh subscription ID.

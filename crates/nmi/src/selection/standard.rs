@@ -42,6 +42,10 @@ pub struct StandardInputs<'a> {
     pub assigned: &'a [AzureAssignedIdentity],
     /// `--forceNamespaced`: every identity serves only pods of its own namespace.
     pub force_namespaced: bool,
+    /// Whether the controller may still record an identity for the pod: its
+    /// `aadpodidbinding` label is selected by some binding. When not, and nothing is being
+    /// assigned, waiting cannot help and the pod is answered at once.
+    pub selected_by_binding: bool,
 }
 
 /// The outcome of one look.
@@ -61,6 +65,8 @@ pub enum Decision {
 /// holding an identity that matches the request is the one served from. When none does, the
 /// pod waits while a matching `Created` one exists, and for at most `created_attempts` looks
 /// when none exists; after `created_attempts + assigned_attempts` looks it fails.
+/// A pod that no binding selects and that has nothing being assigned fails at the first look
+/// (upstream made it wait the 80 s of `created_attempts` for a 404).
 ///
 /// Deviations, each documented in docs/nmi.md: assignments recorded for another node are
 /// ignored; a namespaced identity outside the pod's namespace is dropped before grouping (upstream
@@ -104,7 +110,7 @@ pub fn select_standard(
         }
     }
     let being_assigned = holds_match(&in_group(Group::Created));
-    if !being_assigned && attempt >= retry.created_attempts {
+    if !being_assigned && (!inputs.selected_by_binding || attempt >= retry.created_attempts) {
         return Decision::Fail(not_found(pod, requested));
     }
     let looks = retry

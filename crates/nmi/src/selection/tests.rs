@@ -72,6 +72,7 @@ fn inputs(assigned: &[AzureAssignedIdentity]) -> StandardInputs<'_> {
         pod_name: "app",
         assigned,
         force_namespaced: false,
+        selected_by_binding: true,
     }
 }
 
@@ -266,6 +267,29 @@ fn without_any_assignment_the_pod_waits_created_attempts_then_fails() {
         Decision::Fail(SelectionError::NoIdentity {
             pod: "team/app".into()
         })
+    );
+}
+
+#[test]
+fn a_pod_no_binding_selects_fails_at_once_unless_something_is_being_assigned() {
+    let retry = RetryPolicy::default();
+    let kv = identity("team", "kv", "c", false);
+    let unselected = |aais| StandardInputs {
+        selected_by_binding: false,
+        ..inputs(aais)
+    };
+    assert_eq!(
+        select_standard(&unselected(&[]), &RequestedIdentity::Unspecified, retry, 0),
+        Decision::Fail(SelectionError::NoIdentity {
+            pod: "team/app".into()
+        })
+    );
+    // An assignment already under way is still waited for: the binding may have gone while
+    // the controller finishes.
+    let aais = [assigned(POD, NODE, &kv, CREATED)];
+    assert_eq!(
+        select_standard(&unselected(&aais), &RequestedIdentity::Unspecified, retry, 0),
+        Decision::Wait(retry.interval)
     );
 }
 

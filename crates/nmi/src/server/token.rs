@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use axum::response::Response;
+use podid_api::names::POD_LABEL_KEY;
 use tokio::time::sleep_until;
 
 use super::{App, answer};
@@ -158,6 +159,9 @@ async fn select_waiting(
             pod_name: &pod.name,
             assigned: &assigned,
             force_namespaced: app.settings.force_namespaced,
+            selected_by_binding: app
+                .state
+                .is_selected(pod.labels.get(POD_LABEL_KEY).map_or("", String::as_str)),
         };
         match select_standard(&inputs, &query.identity, app.settings.retry, attempt) {
             Decision::Serve(selected) => return Ok(selected),

@@ -47,6 +47,9 @@ pub struct NodeState {
     assigned: RwLock<Store<AzureAssignedIdentity, ObjectKey>>,
     bindings: RwLock<Store<AzureIdentityBinding, String>>,
     identities: RwLock<Store<AzureIdentity, String>>,
+    /// Standard mode: every binding's selector, so a pod that no binding selects is answered
+    /// at once instead of waiting for an assignment the controller will never make.
+    selectors: RwLock<Store<String, String>>,
     version: watch::Sender<u64>,
 }
 
@@ -56,6 +59,14 @@ fn pod_ips(pod: &PodFacts) -> Vec<IpAddr> {
 
 fn namespace_of<K: Resource>(object: &K) -> Vec<String> {
     vec![object.meta().namespace.clone().unwrap_or_default()]
+}
+
+fn selector_itself(selector: &String) -> Vec<String> {
+    vec![selector.clone()]
+}
+
+fn binding_selector(binding: AzureIdentityBinding) -> String {
+    binding.spec.selector.unwrap_or_default()
 }
 
 fn assigned_pod(aai: &AzureAssignedIdentity) -> Vec<ObjectKey> {
@@ -87,6 +98,7 @@ impl NodeState {
             assigned: RwLock::new(Store::new(assigned_pod)),
             bindings: RwLock::new(Store::new(namespace_of)),
             identities: RwLock::new(Store::new(namespace_of)),
+            selectors: RwLock::new(Store::new(selector_itself)),
             version: watch::channel(0).0,
         })
     }
@@ -130,6 +142,12 @@ impl NodeState {
         cloned(read(&self.assigned).lookup(&(namespace.to_owned(), name.to_owned())))
     }
 
+    /// Whether some AzureIdentityBinding selects pods labelled `aadpodidbinding: <label>`
+    /// (standard mode; an empty label selects nothing, as the controller matches).
+    pub fn is_selected(&self, label: &str) -> bool {
+        !label.is_empty() && !read(&self.selectors).lookup(&label.to_owned()).is_empty()
+    }
+
     pub fn bindings_in(&self, namespace: &str) -> Vec<AzureIdentityBinding> {
         cloned(read(&self.bindings).lookup(&namespace.to_owned()))
     }
@@ -148,7 +166,9 @@ impl NodeState {
         let common = read(&self.pods).is_synced() && read(&self.exceptions).is_synced();
         common
             && match self.mode {
-                Mode::Standard => read(&self.assigned).is_synced(),
+                Mode::Standard => {
+                    read(&self.assigned).is_synced() && read(&self.selectors).is_synced()
+                }
                 Mode::Managed => {
                     read(&self.bindings).is_synced() && read(&self.identities).is_synced()
                 }
@@ -186,12 +206,18 @@ impl NodeState {
                 let labelled = watcher::Config::default()
                     .labels(&format!("{ASSIGNED_IDENTITY_NODE_LABEL}={}", self.node));
                 let assigned = self.clone().watch(
-                    Api::<AzureAssignedIdentity>::all(client),
+                    Api::<AzureAssignedIdentity>::all(client.clone()),
                     labelled,
                     |state| &state.assigned,
                     strip_assigned,
                 );
-                futures::join!(pods, exceptions, assigned);
+                let selectors = self.clone().watch(
+                    Api::<AzureIdentityBinding>::all(client),
+                    watcher::Config::default(),
+                    |state| &state.selectors,
+                    binding_selector,
+                );
+                futures::join!(pods, exceptions, assigned, selectors);
             }
             Mode::Managed => {
                 let bindings = self.clone().watch(

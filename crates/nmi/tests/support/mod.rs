@@ -3,7 +3,8 @@
 //! address to that IP, so NMI identifies it as on a node, without root.
 //!
 //! Every NMI here calls the emulator's IMDS of one machine and the emulator's Entra ID: nothing
-//! leaves 127.0.0.0/8.
+//! leaves 127.0.0.0/8. NMI acts as its ServiceAccount, with exactly the roles the install
+//! manifest of its mode binds to it.
 #![allow(dead_code)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -26,7 +27,9 @@ use podid_nmi::selection::RetryPolicy;
 use podid_nmi::server::{App, Listeners, Settings};
 use podid_nmi::state::Mode;
 use podid_nmi::tokens::Clock;
-use podid_testkit::{TestEnv, TestNamespace, create_pod, pod_on_node, unique_name, wait_for};
+use podid_testkit::{
+    ShippedRbac, TestEnv, TestNamespace, create_pod, pod_on_node, unique_name, wait_for,
+};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use url::Url;
@@ -42,6 +45,28 @@ pub const P12: &[u8] = include_bytes!("../../../azure/tests/fixtures/seed-sp.p12
 pub const P12_PASSWORD: &str = "podid-test";
 pub const VAULT: &str = "https://vault.azure.net";
 const WAIT: Duration = Duration::from_secs(30);
+/// The install manifests whose NMI RBAC the tests run with, by mode.
+const STANDARD_MANIFEST: &str = include_str!("../../../../deploy/infra/deployment-rbac.yaml");
+const MANAGED_MANIFEST: &str =
+    include_str!("../../../../deploy/infra/managed-mode-deployment.yaml");
+pub const NMI_SA: &str = "aad-pod-id-nmi-service-account";
+
+/// A client acting as NMI's ServiceAccount, bound to the roles the manifest of `mode` ships. Both
+/// manifests name their ClusterRole alike, so the copies get a suffix per mode: tests of both
+/// modes run side by side.
+async fn nmi_client(env: &TestEnv, mode: Mode) -> Client {
+    let (manifest, suffix) = match mode {
+        Mode::Standard => (STANDARD_MANIFEST, "-standard"),
+        Mode::Managed => (MANAGED_MANIFEST, "-managed"),
+    };
+    let rbac = ShippedRbac::from_manifest(manifest, NMI_SA)
+        .expect("NMI's shipped RBAC")
+        .with_suffix(suffix);
+    rbac.apply(&env.admin(), &[])
+        .await
+        .expect("NMI's RBAC applies");
+    env.as_service_account(rbac.namespace(), rbac.name())
+}
 
 pub fn alpha_id() -> String {
     uami_id(NODE_RG, "alpha")
@@ -171,8 +196,9 @@ impl Nmi {
         let node = unique_name("node");
         let mut settings = settings(&emu, &node);
         change(&mut settings, ns.name());
+        let nmi = nmi_client(env, settings.mode).await;
         let clock = ManualClock::new();
-        let app = App::new(settings, env.admin(), clock.clone()).unwrap();
+        let app = App::new(settings, nmi.clone(), clock.clone()).unwrap();
         app.mark_active();
         let listeners = Listeners {
             metadata: loopback().await,
@@ -188,7 +214,7 @@ impl Nmi {
             address(&listeners.metrics),
         );
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let served = tokio::spawn(app.clone().serve(env.admin(), listeners, async move {
+        let served = tokio::spawn(app.clone().serve(nmi, listeners, async move {
             let _ = stopped.await;
         }));
         let served = tokio::spawn(async move {
