@@ -52,6 +52,8 @@ async fn a_vmss_pod_gets_its_identity_in_upstreams_shape_and_loses_it_with_the_p
 
     h.delete_pod("demo").await;
     h.wait_gone(&name).await;
+    h.wait_event(h.ns.name(), "demo-binding", "binding removed", &node)
+        .await;
     // The cluster identity (azure.json's userAssignedIdentityID) stays (E25).
     h.wait_identities(POOL, &["kubelet"]).await;
     // The removal was planned from the cache: still one GET.

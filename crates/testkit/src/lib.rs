@@ -20,6 +20,7 @@ mod loopback;
 mod names;
 mod plane;
 mod policies;
+mod process;
 mod rbac;
 mod upstream;
 mod wait;
@@ -44,6 +45,7 @@ pub use kubelet::{
 pub use loopback::ensure_loopback;
 pub use names::unique_name;
 pub use plane::KUBECONFIG_ENV;
+pub use process::without_proxies;
 pub use rbac::ShippedRbac;
 pub use upstream::{
     AzureSide, UPSTREAM_MIC_VERSION, UpstreamError, UpstreamMic, UpstreamMicOptions,

@@ -178,18 +178,7 @@ impl UpstreamMic {
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
-        for proxy in [
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "NO_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-            "no_proxy",
-        ] {
-            command.env_remove(proxy);
-        }
+        crate::without_proxies(&mut command);
         let child = command.spawn()?;
         Ok(Self { child, dir })
     }

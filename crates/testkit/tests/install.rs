@@ -13,6 +13,12 @@ use kube::core::GroupVersionKind;
 use kube::discovery::{self, Scope};
 use podid_testkit::{TestEnv, apply_yaml, parse_documents, unique_name};
 use serde_json::Value;
+use tokio::sync::Mutex;
+
+/// The manifests and the chart install cluster-scoped objects and ones in fixed namespaces
+/// (`kube-system/aks-addon-exception`) under the same names: one installation at a time, or
+/// one test's apply shows up as a change in the other's second apply.
+static INSTALLING: Mutex<()> = Mutex::const_new(());
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -155,6 +161,7 @@ fn assert_least_privilege(what: &str, docs: &BTreeMap<String, Value>) {
 
 #[tokio::test]
 async fn the_kubectl_manifests_apply_and_reapply_unchanged() {
+    let _one_at_a_time = INSTALLING.lock().await;
     let env = TestEnv::get().await;
     let crds = crd_documents();
     let mut mic_rules = Vec::new();
@@ -221,6 +228,7 @@ fn run_helm(args: &[&str]) -> String {
 
 #[tokio::test]
 async fn the_chart_lints_renders_and_applies_with_each_value_set() {
+    let _one_at_a_time = INSTALLING.lock().await;
     let env = TestEnv::get().await;
     let crds = crd_documents();
     for file in VALUE_FILES {

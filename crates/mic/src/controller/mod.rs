@@ -283,7 +283,7 @@ impl Term {
         ops.extend(plan.replace.into_iter().map(Op::Replace));
         ops.extend(plan.status.into_iter().map(|c| Op::Status(c.object, c.to)));
         ops.extend(plan.delete.into_iter().map(Op::Delete));
-        let current = self.apply(ops, current).await;
+        let current = self.apply(ops, current, &nodes).await;
 
         let views: Vec<AssignedView> = current.iter().map(AssignedView::of).collect();
         let policy = self.policy(now);
@@ -348,7 +348,7 @@ impl Term {
             }
         }
         worked |= !ops.is_empty();
-        self.apply(ops, current).await;
+        self.apply(ops, current, &nodes).await;
         (next, worked)
     }
 
@@ -371,26 +371,52 @@ impl Term {
         policy
     }
 
-    /// Performs `ops` (at most `write_concurrency` at once) and returns `current` with their
-    /// results, reporting failures as upstream did.
+    /// Performs `ops` and returns `current` with their results, reporting failures as upstream
+    /// did. As upstream, `write_concurrency` (`--createDeleteBatch`) bounds the writes in
+    /// flight per VM or scale set (per node when the node has no machine), and those groups
+    /// proceed in parallel: one global bound made 1,000 pods wait for each other.
     async fn apply(
         &mut self,
         ops: Vec<Op>,
         current: Vec<AzureAssignedIdentity>,
+        nodes: &NodeIndex,
     ) -> Vec<AzureAssignedIdentity> {
         if ops.is_empty() {
             return current;
         }
+        let node_of: BTreeMap<ObjectRef, Option<&str>> = current
+            .iter()
+            .map(|o| (ObjectRef::of(o), o.spec.node_name.as_deref()))
+            .collect();
+        let mut groups: BTreeMap<Option<String>, Vec<Op>> = BTreeMap::new();
+        for op in ops {
+            let node = match &op {
+                Op::Create(object) | Op::Replace(object) => object.spec.node_name.clone(),
+                other => node_of
+                    .get(&other.object())
+                    .copied()
+                    .flatten()
+                    .map(str::to_owned),
+            };
+            let group = node.map(|node| nodes.machine(&node).map_or(node, ToString::to_string));
+            groups.entry(group).or_default().push(op);
+        }
+        let per_group = self.settings.write_concurrency.max(1);
         let writer = self.writer.clone();
-        let results: Vec<(Op, Result<Option<Written>, kube::Error>)> = futures::stream::iter(ops)
-            .map(|op| {
+        let results: Vec<(Op, Result<Option<Written>, kube::Error>)> =
+            futures::stream::iter(groups.into_values().map(|ops| {
                 let writer = writer.clone();
-                async move {
-                    let result = writer.write(&op).await;
-                    (op, result)
-                }
-            })
-            .buffer_unordered(self.settings.write_concurrency.max(1))
+                futures::stream::iter(ops)
+                    .map(move |op| {
+                        let writer = writer.clone();
+                        async move {
+                            let result = writer.write(&op).await;
+                            (op, result)
+                        }
+                    })
+                    .buffer_unordered(per_group)
+            }))
+            .flatten_unordered(None)
             .collect()
             .await;
         let mut objects: BTreeMap<ObjectRef, AzureAssignedIdentity> = current
@@ -408,7 +434,9 @@ impl Term {
                     self.overlay.record(key, Written::Object(object));
                 }
                 Ok(Some(Written::Deleted)) => {
-                    objects.remove(&key);
+                    if let Some(object) = objects.remove(&key) {
+                        self.report_removed(&object);
+                    }
                     self.overlay.record(key, Written::Deleted);
                 }
                 Ok(None) => {}
@@ -433,6 +461,22 @@ impl Term {
         );
         self.recorder
             .record(&binding, Severity::Normal, reason::BINDING_APPLIED, message);
+    }
+
+    /// Upstream sent these only when it dropped the objects of a deleted node; podid tells
+    /// every time an assignment ends, so a binding's events show its whole history.
+    fn report_removed(&mut self, object: &AzureAssignedIdentity) {
+        let Some(binding) = binding_of(object) else {
+            return;
+        };
+        let message = format!(
+            "Binding {} removed from node {} for pod {}",
+            binding.name,
+            object.spec.node_name.as_deref().unwrap_or_default(),
+            ObjectRef::of(object).name,
+        );
+        self.recorder
+            .record(&binding, Severity::Normal, reason::BINDING_REMOVED, message);
     }
 
     fn report_write_error(
@@ -468,7 +512,23 @@ impl Term {
                     );
                 }
             }
-            Op::Delete(_) => {}
+            Op::Delete(_) => {
+                if let Some(binding) = existing.and_then(binding_of) {
+                    let message = format!(
+                        "failed to remove binding {} for pod {}: {error}",
+                        binding.name,
+                        existing
+                            .and_then(|o| o.spec.pod.as_deref())
+                            .unwrap_or_default()
+                    );
+                    self.recorder.record(
+                        &binding,
+                        Severity::Warning,
+                        reason::BINDING_REMOVE_ERROR,
+                        message,
+                    );
+                }
+            }
         }
     }
 

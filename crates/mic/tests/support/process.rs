@@ -20,7 +20,7 @@ use tokio::process::{Child, Command};
 use super::{Harness, MIC_CLIENT, MIC_SA, NODE_RG, PATIENCE};
 
 /// The lock both MICs use (upstream's default name), in each test's own namespace.
-pub const LOCK: &str = "aad-pod-identity-mic";
+const LOCK: &str = "aad-pod-identity-mic";
 /// Short, so a takeover after a kill is quick; long enough that a loaded machine does not
 /// make a healthy leader miss its renew deadline (half of it) and exit.
 pub const LEASE: &str = "6s";
@@ -36,7 +36,6 @@ pub struct MicOptions {
     pub lock_namespace: String,
     /// `--imds-endpoint`.
     pub imds_endpoint: String,
-    pub extra_args: Vec<String>,
 }
 
 /// A running `mic`. Killed when dropped; its log is printed then if the test is failing.
@@ -57,7 +56,6 @@ impl Harness {
             lock_namespace: self.ns.name().to_owned(),
             // A closed loopback port: never the real IMDS.
             imds_endpoint: "http://127.0.0.1:9/".to_owned(),
-            extra_args: Vec::new(),
         }
     }
 
@@ -111,7 +109,6 @@ impl Harness {
                 "--update-user-msi-retry-interval=100ms",
                 "--cloudconfig-check-interval=200ms",
             ])
-            .args(&options.extra_args)
             .env("MIC_POD_NAMESPACE", self.ns.name())
             .env("AZURE_ENVIRONMENT_FILEPATH", self.environment_file())
             .env("SSL_CERT_FILE", self.emu.ca_file())
@@ -120,18 +117,7 @@ impl Harness {
             .stdout(log.try_clone().expect("the log file"))
             .stderr(log)
             .kill_on_drop(true);
-        for proxy in [
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "NO_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-            "no_proxy",
-        ] {
-            command.env_remove(proxy);
-        }
+        podid_testkit::without_proxies(&mut command);
         let child = command.spawn().expect("podid's mic starts");
         MicProcess {
             child,

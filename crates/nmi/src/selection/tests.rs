@@ -288,7 +288,12 @@ fn a_pod_no_binding_selects_fails_at_once_unless_something_is_being_assigned() {
     // the controller finishes.
     let aais = [assigned(POD, NODE, &kv, CREATED)];
     assert_eq!(
-        select_standard(&unselected(&aais), &RequestedIdentity::Unspecified, retry, 0),
+        select_standard(
+            &unselected(&aais),
+            &RequestedIdentity::Unspecified,
+            retry,
+            0
+        ),
         Decision::Wait(retry.interval)
     );
 }
