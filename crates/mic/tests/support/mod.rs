@@ -28,7 +28,7 @@ use podid_azure::arm::PollOptions;
 use podid_azure::http::HttpOptions;
 use podid_emulator::testing::{Emulator, Surface, TENANT};
 use podid_mic::azure::AzureSource;
-use podid_mic::controller::{Backoff, Controller, Settings, Stopped, Timing};
+use podid_mic::controller::{Azure, Backoff, Controller, Settings, Stopped, Timing};
 use podid_mic::metrics::Metrics;
 use podid_testkit::{ShippedRbac, TestEnv, TestNamespace, wait_for};
 use serde_json::{Value, json};
@@ -235,13 +235,27 @@ impl Harness {
         }
     }
 
+    /// MIC's controller acting as `client` against this harness's emulator, and the sender of
+    /// its Azure configuration, which must live as long as it runs.
+    pub fn controller(
+        &self,
+        client: Client,
+        settings: Settings,
+        metrics: Metrics,
+    ) -> (Controller, watch::Sender<Option<Azure>>) {
+        let azure = self.azure_source().load().expect("the Azure config loads");
+        let (azure_tx, azure_rx) = watch::channel(Some(azure));
+        (
+            Controller::new(client, azure_rx, settings, metrics),
+            azure_tx,
+        )
+    }
+
     /// Starts MIC (leading at once) with `settings`.
     pub async fn start_mic(&mut self, settings: Settings) {
-        let azure = self.azure_source().load().expect("the Azure config loads");
-        let (_azure_tx, azure_rx) = watch::channel(Some(azure));
         let client = TestEnv::get().await.as_service_account("default", MIC_SA);
         let metrics = Metrics::new();
-        let controller = Controller::new(client, azure_rx, settings, metrics.clone());
+        let (controller, _azure_tx) = self.controller(client, settings, metrics.clone());
         let active = controller.active();
         let (leading, leading_rx) = watch::channel(true);
         let task = tokio::spawn(async move {

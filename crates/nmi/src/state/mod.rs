@@ -49,7 +49,7 @@ pub struct NodeState {
     identities: RwLock<Store<AzureIdentity, String>>,
     /// Standard mode: every binding's selector, so a pod that no binding selects is answered
     /// at once instead of waiting for an assignment the controller will never make.
-    selectors: RwLock<Store<String, String>>,
+    selectors: RwLock<Store<Selector, String>>,
     version: watch::Sender<u64>,
 }
 
@@ -61,12 +61,15 @@ fn namespace_of<K: Resource>(object: &K) -> Vec<String> {
     vec![object.meta().namespace.clone().unwrap_or_default()]
 }
 
-fn selector_itself(selector: &String) -> Vec<String> {
-    vec![selector.clone()]
+/// The only part of a binding standard mode needs.
+struct Selector(String);
+
+fn selector_itself(selector: &Selector) -> Vec<String> {
+    vec![selector.0.clone()]
 }
 
-fn binding_selector(binding: AzureIdentityBinding) -> String {
-    binding.spec.selector.unwrap_or_default()
+fn binding_selector(binding: AzureIdentityBinding) -> Selector {
+    Selector(binding.spec.selector.unwrap_or_default())
 }
 
 fn assigned_pod(aai: &AzureAssignedIdentity) -> Vec<ObjectKey> {

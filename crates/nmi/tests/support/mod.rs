@@ -44,10 +44,11 @@ pub const SP_SECRET: &str = "seed-sp-secret.emulator-only~0123456789";
 pub const P12: &[u8] = include_bytes!("../../../azure/tests/fixtures/seed-sp.p12");
 pub const P12_PASSWORD: &str = "podid-test";
 pub const VAULT: &str = "https://vault.azure.net";
-const WAIT: Duration = Duration::from_secs(30);
+/// How long a test waits for NMI before failing; a bound for a broken test, not a timing.
+pub const WAIT: Duration = Duration::from_secs(30);
 /// The install manifests whose NMI RBAC the tests run with, by mode.
-const STANDARD_MANIFEST: &str = include_str!("../../../../deploy/infra/deployment-rbac.yaml");
-const MANAGED_MANIFEST: &str =
+pub const STANDARD_MANIFEST: &str = include_str!("../../../../deploy/infra/deployment-rbac.yaml");
+pub const MANAGED_MANIFEST: &str =
     include_str!("../../../../deploy/infra/managed-mode-deployment.yaml");
 pub const NMI_SA: &str = "aad-pod-id-nmi-service-account";
 
@@ -190,13 +191,29 @@ impl Nmi {
 
     /// [`Nmi::start_with`], where `change` also gets the test's namespace.
     pub async fn start_in(change: impl FnOnce(&mut Settings, &str)) -> Self {
+        let nmi = Self::start_as(None, change).await;
+        tokio::time::timeout(WAIT, nmi.app.state().wait_synced())
+            .await
+            .expect("NMI's watches list within 30 s");
+        nmi
+    }
+
+    /// Starts NMI acting as `client` (`None`: NMI's ServiceAccount with the roles its mode's
+    /// manifest ships) without waiting for its watches.
+    pub async fn start_as(
+        client: Option<Client>,
+        change: impl FnOnce(&mut Settings, &str),
+    ) -> Self {
         let emu = Emulator::start(&world()).await;
         let env = TestEnv::get().await;
         let ns = env.namespace("nmi").await;
         let node = unique_name("node");
         let mut settings = settings(&emu, &node);
         change(&mut settings, ns.name());
-        let nmi = nmi_client(env, settings.mode).await;
+        let nmi = match client {
+            Some(client) => client,
+            None => nmi_client(env, settings.mode).await,
+        };
         let clock = ManualClock::new();
         let app = App::new(settings, nmi.clone(), clock.clone()).unwrap();
         app.mark_active();
@@ -220,9 +237,6 @@ impl Nmi {
         let served = tokio::spawn(async move {
             served.await.unwrap().expect("NMI serves until stopped");
         });
-        tokio::time::timeout(WAIT, app.state().wait_synced())
-            .await
-            .expect("NMI's watches list within 30 s");
         Self {
             emu,
             env,
