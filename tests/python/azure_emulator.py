@@ -175,6 +175,11 @@ class RunningEmulator:
                 f"no IMDS for machine {machine!r}; the world has {sorted(endpoints.imds)}"
             ) from None
 
+    @property
+    def admin_base(self) -> str:
+        """The admin API's base URL (plain HTTP on loopback)."""
+        return self._require().admin
+
     def admin(self, method: str, path: str, body: object | None = None) -> object:
         """Calls the admin API (plain HTTP on loopback) and returns the decoded JSON, if any."""
         data = None if body is None else json.dumps(body).encode()
