@@ -8,6 +8,7 @@ use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use podid_api::AzureIdentity;
 use podid_api::names::{ASSIGNED_IDENTITY_FINALIZER, ASSIGNED_IDENTITY_NODE_LABEL};
+use podid_mic::releasing::RELEASING_ANNOTATION;
 use serde_json::json;
 use support::*;
 
@@ -196,7 +197,18 @@ async fn an_identity_stays_while_another_pod_uses_it_and_label_changes_move_the_
         .await
         .expect("edited");
     h.wait_identities(POOL, &["kubelet", "id-c"]).await;
-    let aai = h.wait_status(&h.aai_name("two", "b"), "Assigned").await;
+    h.wait_status(&h.aai_name("two", "b"), "Assigned").await;
+    // The object settles once the identity it held before the edit is released (its
+    // releasing annotation goes), a write of its own after `Assigned`.
+    let aai = podid_testkit::wait_for("the old identity released", PATIENCE, || async {
+        let aai = h.aai(&h.aai_name("two", "b")).await.expect("kept");
+        if aai.annotations().contains_key(RELEASING_ANNOTATION) {
+            Err(aai.annotations().clone())
+        } else {
+            Ok(aai)
+        }
+    })
+    .await;
     assert_eq!(
         aai.spec
             .azure_identity_ref

@@ -56,7 +56,12 @@ struct Args {
     /// Identity 18 unassignable (MIC may not assign it) and identity 19 nonexistent.
     #[arg(long)]
     bad: bool,
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "scale,churn,move")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "scale,churn,move"
+    )]
     scenarios: Vec<Scenario>,
     /// Bound on one scenario; a scenario that has not settled by then is reported as such.
     #[arg(long, default_value_t = 900)]
@@ -70,6 +75,9 @@ struct Args {
     /// Print the table header first.
     #[arg(long)]
     header: bool,
+    /// Keep the working directory (MIC's log) and print where it is.
+    #[arg(long)]
+    keep_logs: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
@@ -102,7 +110,11 @@ fn identity_client_id(j: usize) -> String {
 }
 
 fn identity_group(j: usize, bad: bool) -> &'static str {
-    if bad && j == UNASSIGNABLE { NO_ROLE_RG } else { NODE_RG }
+    if bad && j == UNASSIGNABLE {
+        NO_ROLE_RG
+    } else {
+        NODE_RG
+    }
 }
 
 fn identity_id(j: usize, bad: bool) -> String {
@@ -128,7 +140,10 @@ fn node(s: usize, k: usize) -> String {
 fn placement(p: usize, moved: bool) -> (usize, usize) {
     let j = p % IDENTITIES;
     let shift = if moved { 2 } else { 0 };
-    ((j + shift + (p / IDENTITIES) % 2) % SCALE_SETS, (p / (2 * IDENTITIES)) % INSTANCES)
+    (
+        (j + shift + (p / IDENTITIES) % 2) % SCALE_SETS,
+        (p / (2 * IDENTITIES)) % INSTANCES,
+    )
 }
 
 fn world_yaml(bad: bool) -> String {
@@ -229,8 +244,7 @@ struct RunningMic {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -251,7 +265,12 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let http = reqwest::Client::builder().no_proxy().build()?;
     let admin = emulator.endpoints.admin.clone();
-    set_knobs(&http, &admin, &json!({"arm": {"lroDurationMs": args.lro_ms}})).await?;
+    set_knobs(
+        &http,
+        &admin,
+        &json!({"arm": {"lroDurationMs": args.lro_ms}}),
+    )
+    .await?;
 
     let env = podid_testkit::TestEnv::get().await;
     let kube = env.admin();
@@ -287,18 +306,30 @@ async fn main() -> anyhow::Result<()> {
     }
     drop(mic);
     emulator.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    if bench.args.keep_logs {
+        eprintln!("logs kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     outcome
 }
 
-async fn create_nodes_and_identities(kube: &kube::Client, ns: &str, bad: bool) -> anyhow::Result<()> {
+async fn create_nodes_and_identities(
+    kube: &kube::Client,
+    ns: &str,
+    bad: bool,
+) -> anyhow::Result<()> {
     for s in 0..SCALE_SETS {
         for k in 0..INSTANCES {
             let provider = format!(
                 "azure:///subscriptions/{SUBSCRIPTION}/resourceGroups/{NODE_RG}/providers/Microsoft.Compute/virtualMachineScaleSets/{}/virtualMachines/{k}",
                 scale_set(s)
             );
-            podid_testkit::create_node(kube, &podid_testkit::node_with_provider_id(&node(s, k), &provider)).await?;
+            podid_testkit::create_node(
+                kube,
+                &podid_testkit::node_with_provider_id(&node(s, k), &provider),
+            )
+            .await?;
         }
     }
     let identities: Api<AzureIdentity> = Api::namespaced(kube.clone(), ns);
@@ -331,7 +362,9 @@ async fn spawn_watch(kube: kube::Client, tracker: Arc<Mutex<Tracker>>) -> anyhow
         while let Some(event) = events.next().await {
             let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
             match event {
-                Ok(watcher::Event::Apply(aai) | watcher::Event::InitApply(aai)) => t.observe(&aai, false),
+                Ok(watcher::Event::Apply(aai) | watcher::Event::InitApply(aai)) => {
+                    t.observe(&aai, false)
+                }
                 Ok(watcher::Event::Delete(aai)) => t.observe(&aai, true),
                 Ok(watcher::Event::InitDone) => {
                     if let Some(ready) = ready.take() {
@@ -339,15 +372,21 @@ async fn spawn_watch(kube: kube::Client, tracker: Arc<Mutex<Tracker>>) -> anyhow
                     }
                 }
                 Ok(watcher::Event::Init) => {}
-                Err(error) => tracing::warn!(%error, "the AzureAssignedIdentity watch failed; retrying"),
+                Err(error) => {
+                    tracing::warn!(%error, "the AzureAssignedIdentity watch failed; retrying")
+                }
             }
         }
     });
-    ready_rx.await.context("the watch ended before its first list")
+    ready_rx
+        .await
+        .context("the watch ended before its first list")
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 async fn start_mic(
@@ -391,7 +430,11 @@ async fn start_mic(
                 mic.log().contains("successfully acquired lease")
             })
             .await?;
-            RunningMic { pid, _podid: None, _upstream: Some(mic) }
+            RunningMic {
+                pid,
+                _podid: None,
+                _upstream: Some(mic),
+            }
         }
         Which::Podid => {
             let azure_json = dir.join("azure.json");
@@ -421,38 +464,69 @@ async fn start_mic(
                 .arg(format!("--http-probe-port={probe}"))
                 .arg(format!("--prometheus-port={}", free_port()?))
                 .arg("--leader-election-instance=bench")
+                .args(
+                    std::env::var("BENCH_MIC_EXTRA")
+                        .ok()
+                        .iter()
+                        .flat_map(|a| a.split_whitespace()),
+                )
                 .env("MIC_POD_NAMESPACE", "default")
                 .env("AZURE_ENVIRONMENT_FILEPATH", &environment)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .kill_on_drop(true);
-            for proxy in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"] {
+            for proxy in [
+                "HTTP_PROXY",
+                "HTTPS_PROXY",
+                "ALL_PROXY",
+                "http_proxy",
+                "https_proxy",
+                "all_proxy",
+            ] {
                 command.env_remove(proxy);
             }
-            let child = command.spawn().with_context(|| format!("starting {}", args.podid_mic.display()))?;
+            let child = command
+                .spawn()
+                .with_context(|| format!("starting {}", args.podid_mic.display()))?;
             let pid = child.id().context("a pid")?;
             let http = reqwest::Client::builder().no_proxy().build()?;
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                let body = match http.get(format!("http://127.0.0.1:{probe}/healthz")).send().await {
+                let body = match http
+                    .get(format!("http://127.0.0.1:{probe}/healthz"))
+                    .send()
+                    .await
+                {
                     Ok(reply) => reply.text().await.unwrap_or_default(),
                     Err(_) => String::new(),
                 };
                 if body == "Active" {
                     break;
                 }
-                ensure!(Instant::now() < deadline, "podid's MIC did not lead within 60 s (log {})", dir.join("mic.log").display());
+                ensure!(
+                    Instant::now() < deadline,
+                    "podid's MIC did not lead within 60 s (log {})",
+                    dir.join("mic.log").display()
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            RunningMic { pid, _podid: Some(child), _upstream: None }
+            RunningMic {
+                pid,
+                _podid: Some(child),
+                _upstream: None,
+            }
         }
     };
     tracing::info!(mic = ?args.mic, seconds = started.elapsed().as_secs_f64(), "MIC leads");
     Ok(mic)
 }
 
-async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
+async fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     while !done() {
         ensure!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -467,8 +541,13 @@ async fn apiserver_requests(kube: &kube::Client) -> anyhow::Result<BTreeMap<Stri
     let request = http::Request::get("/metrics").body(Vec::new())?;
     let text = kube.request_text(request).await?;
     let mut by_verb = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let Some((labels, value)) = line.rsplit_once(' ') else { continue };
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
         let label = |name: &str| {
             labels
                 .split(&format!("{name}=\"")[..])
@@ -488,13 +567,16 @@ async fn apiserver_requests(kube: &kube::Client) -> anyhow::Result<BTreeMap<Stri
 
 impl Bench {
     fn expected_sets(&self) -> BTreeMap<String, BTreeSet<String>> {
-        let mut sets: BTreeMap<String, BTreeSet<String>> =
-            (0..SCALE_SETS).map(|s| (scale_set(s), BTreeSet::new())).collect();
+        let mut sets: BTreeMap<String, BTreeSet<String>> = (0..SCALE_SETS)
+            .map(|s| (scale_set(s), BTreeSet::new()))
+            .collect();
         for &(p, moved) in self.pods.values() {
             let j = p % IDENTITIES;
             if usable(j, self.args.bad) {
                 let (s, _) = placement(p, moved);
-                sets.entry(scale_set(s)).or_default().insert(format!("bench-id-{j}"));
+                sets.entry(scale_set(s))
+                    .or_default()
+                    .insert(format!("bench-id-{j}"));
             }
         }
         sets
@@ -503,7 +585,10 @@ impl Bench {
     async fn actual_sets(&self) -> anyhow::Result<BTreeMap<String, BTreeSet<String>>> {
         let snapshot = world(&self.http, &self.admin).await?;
         let mut sets = BTreeMap::new();
-        for ss in snapshot["virtualMachineScaleSets"].as_array().context("scale sets")? {
+        for ss in snapshot["virtualMachineScaleSets"]
+            .as_array()
+            .context("scale sets")?
+        {
             let names = ss["identity"]["userAssigned"]
                 .as_array()
                 .into_iter()
@@ -522,19 +607,32 @@ impl Bench {
             let waiting = self
                 .pods
                 .keys()
-                .filter(|pod| t.pods.get(*pod).is_some_and(|track| usable(track.identity, self.args.bad) && track.assigned.is_none()))
+                .filter(|pod| {
+                    t.pods.get(*pod).is_some_and(|track| {
+                        usable(track.identity, self.args.bad) && track.assigned.is_none()
+                    })
+                })
                 .count();
             if waiting > 0 {
                 return Ok(Some(format!("{waiting} pods wait for Assigned")));
             }
             if t.aais.len() != self.pods.len() {
-                return Ok(Some(format!("{} AzureAssignedIdentities for {} pods", t.aais.len(), self.pods.len())));
+                return Ok(Some(format!(
+                    "{} AzureAssignedIdentities for {} pods",
+                    t.aais.len(),
+                    self.pods.len()
+                )));
             }
         }
         let (expected, actual) = (self.expected_sets(), self.actual_sets().await?);
         if expected != actual {
-            let differ = expected.keys().filter(|k| expected.get(*k) != actual.get(*k)).count();
-            return Ok(Some(format!("{differ} scale sets differ from what their pods need")));
+            let differ = expected
+                .keys()
+                .filter(|k| expected.get(*k) != actual.get(*k))
+                .count();
+            return Ok(Some(format!(
+                "{differ} scale sets differ from what their pods need"
+            )));
         }
         Ok(None)
     }
@@ -543,6 +641,7 @@ impl Bench {
         let api: Api<Pod> = Api::namespaced(self.kube.clone(), &self.ns);
         self.own_requests += pods.len() as u64;
         let tracker = self.tracker.clone();
+        let started = Instant::now();
         stream::iter(pods.iter().cloned())
             .map(|(name, p, moved)| {
                 let (api, tracker) = (api.clone(), tracker.clone());
@@ -557,7 +656,14 @@ impl Bench {
                     {
                         let mut t = tracker.lock().unwrap_or_else(|p| p.into_inner());
                         let assigned = t.pod_assigned(&name).then(Instant::now);
-                        t.pods.insert(name.clone(), PodTrack { created: Instant::now(), identity: j, assigned });
+                        t.pods.insert(
+                            name.clone(),
+                            PodTrack {
+                                created: Instant::now(),
+                                identity: j,
+                                assigned,
+                            },
+                        );
                     }
                     api.create(&PostParams::default(), &pod).await?;
                     anyhow::Ok(())
@@ -566,6 +672,11 @@ impl Bench {
             .buffer_unordered(64)
             .try_collect::<Vec<_>>()
             .await?;
+        tracing::info!(
+            pods = pods.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "pods created"
+        );
         for (name, p, moved) in pods {
             self.pods.insert(name, (p, moved));
         }
@@ -579,7 +690,8 @@ impl Bench {
             .map(|name| {
                 let api = api.clone();
                 async move {
-                    api.delete(&name, &DeleteParams::default().grace_period(0)).await?;
+                    api.delete(&name, &DeleteParams::default().grace_period(0))
+                        .await?;
                     anyhow::Ok(())
                 }
             })
@@ -628,7 +740,8 @@ impl Bench {
                     .filter(|(_, (p, _))| p % 2 == 0)
                     .map(|(name, &(p, moved))| (name.clone(), p, moved))
                     .collect();
-                self.delete_pods(victims.iter().map(|v| v.0.clone()).collect()).await?;
+                self.delete_pods(victims.iter().map(|v| v.0.clone()).collect())
+                    .await?;
                 measured.extend(victims.iter().map(|v| v.0.clone()));
                 self.create_pods(victims).await?;
             }
@@ -665,24 +778,42 @@ impl Bench {
         };
         let api_delta: BTreeMap<String, u64> = api_after
             .iter()
-            .map(|(verb, n)| (verb.clone(), n - api_before.get(verb).copied().unwrap_or_default()))
+            .map(|(verb, n)| {
+                (
+                    verb.clone(),
+                    n - api_before.get(verb).copied().unwrap_or_default(),
+                )
+            })
             .filter(|(_, n)| *n > 0)
             .collect();
-        let api_total = api_delta.values().sum::<u64>().saturating_sub(self.own_requests);
+        let api_total = api_delta
+            .values()
+            .sum::<u64>()
+            .saturating_sub(self.own_requests);
+        let usable_pods = measured
+            .iter()
+            .filter(|pod| {
+                let p = self.pods.get(*pod).map_or(0, |(p, _)| *p);
+                usable(p % IDENTITIES, self.args.bad)
+            })
+            .count();
         let row = Row {
             label: &self.args.label,
             mic: self.args.mic,
             scenario,
             pods: n,
             bad: self.args.bad,
-            measured: measured.len(),
+            measured: usable_pods,
             latency,
             settled: unsettled.as_deref(),
             settled_after,
             still: still.as_deref(),
             counters: &counters,
             api_total,
-            usage: Usage { peak_rss_kib: end.peak_rss_kib, cpu_secs: end.cpu_secs - cpu_before },
+            usage: Usage {
+                peak_rss_kib: end.peak_rss_kib,
+                cpu_secs: end.cpu_secs - cpu_before,
+            },
         };
         tracing::info!(?scenario, ?api_delta, own = self.own_requests, counters = ?counters.0, "scenario done");
         if let Some(why) = &unsettled {
@@ -698,6 +829,7 @@ struct Row<'a> {
     scenario: Scenario,
     pods: usize,
     bad: bool,
+    /// Pods created in the scenario whose identity is usable.
     measured: usize,
     latency: Latencies,
     settled: Option<&'a str>,
@@ -723,20 +855,25 @@ impl Row<'_> {
         let c = self.counters;
         let gets = c.total("arm.vmss.get");
         let patches = c.total("arm.vmss.patch") + c.total("arm.vmss.put");
-        let failed_writes = patches - c.with_status("arm.vmss.patch", "200") - c.with_status("arm.vmss.put", "200");
+        let failed_writes =
+            patches - c.with_status("arm.vmss.patch", "200") - c.with_status("arm.vmss.put", "200");
         let polls = c.total("arm.operation.get");
-        let others: u64 = c
-            .0
-            .keys()
-            .filter(|op| op.starts_with("arm.") && !["arm.vmss.get", "arm.vmss.patch", "arm.vmss.put", "arm.operation.get"].contains(&op.as_str()))
-            .map(|op| c.total(op))
-            .sum();
+        let others: u64 =
+            c.0.keys()
+                .filter(|op| {
+                    op.starts_with("arm.")
+                        && ![
+                            "arm.vmss.get",
+                            "arm.vmss.patch",
+                            "arm.vmss.put",
+                            "arm.operation.get",
+                        ]
+                        .contains(&op.as_str())
+                })
+                .map(|op| c.total(op))
+                .sum();
         let throttled = c.with_status("arm.", "429");
-        let assigned = format!(
-            "{}/{}",
-            self.latency.count,
-            self.measured
-        );
+        let assigned = format!("{}/{}", self.latency.count, self.measured);
         let settled = match (self.settled, self.still) {
             (None, None) => format!("{:.1}", self.settled_after.as_secs_f64()),
             (None, Some(why)) => format!("{:.1} (then: {why})", self.settled_after.as_secs_f64()),
@@ -745,7 +882,10 @@ impl Row<'_> {
         format!(
             "| {} | {} | {:?}{} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} ({} failed) / {} | {} | {} | {} | {} | {:.1} | {:.2} |",
             self.label,
-            match self.mic { Which::Podid => "podid", Which::Upstream => "upstream" },
+            match self.mic {
+                Which::Podid => "podid",
+                Which::Upstream => "upstream",
+            },
             self.scenario,
             if self.bad { " (bad ids)" } else { "" },
             self.pods,

@@ -265,7 +265,8 @@ impl Nmi {
             .arg("--default-ad-endpoint=https://127.0.0.1:9/")
             .arg(format!("--kubelet-config={}", kubelet.display()))
             .arg("--manage-iptables=false")
-            .env("RUST_LOG", "warn")
+            // Its default logging (info), as deployed.
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

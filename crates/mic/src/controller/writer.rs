@@ -79,7 +79,12 @@ impl Writer {
         let object = op.object();
         let api: Api<AzureAssignedIdentity> =
             Api::namespaced(self.client.clone(), &object.namespace);
-        let written = |o: AzureAssignedIdentity| Ok(Some(Written::Object(Box::new(o))));
+        // managedFields go, as in the store: nothing reads them, and as JSON values they
+        // weigh more than the rest of the object while it waits in the overlay.
+        let written = |mut o: AzureAssignedIdentity| {
+            o.metadata.managed_fields = None;
+            Ok(Some(Written::Object(Box::new(o))))
+        };
         match op {
             Op::Create(new) => match api.create(&PostParams::default(), new).await {
                 Ok(created) => written(created),

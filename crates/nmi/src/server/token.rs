@@ -128,7 +128,9 @@ async fn choose_source(
     };
     match selected {
         Ok(selected) => {
-            tracing::info!(pod = %pod.key(), identity = %selected.identity, "identity selected");
+            // Debug: "token served" is the one info line per request (each line is a write
+            // to stderr, a third of a cached answer's cost when two were written).
+            tracing::debug!(pod = %pod.key(), identity = %selected.identity, "identity selected");
             Ok(selected.source)
         }
         Err(error) => {

@@ -72,15 +72,24 @@ pub enum Lookup {
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<Tokens>>>>;
 
 pub struct TokenCache {
-    slots: Mutex<HashMap<CacheKey, Slot>>,
+    slots: Mutex<Slots>,
     clock: Arc<dyn Clock>,
     margin: Duration,
+}
+
+#[derive(Default)]
+struct Slots {
+    by_key: HashMap<CacheKey, Slot>,
+    /// The next sweep for stale slots comes when this many are held: twice as many as the last
+    /// sweep left, so sweeping costs O(1) per new key (a sweep per new key made every cache
+    /// miss O(keys)).
+    sweep_at: usize,
 }
 
 impl TokenCache {
     pub fn new(clock: Arc<dyn Clock>, margin: Duration) -> Self {
         Self {
-            slots: Mutex::new(HashMap::new()),
+            slots: Mutex::new(Slots::default()),
             clock,
             margin,
         }
@@ -115,23 +124,31 @@ impl TokenCache {
             .all(|token| token.is_fresh(now, self.margin))
     }
 
-    /// The slot of `key`. Adding a key first drops the slots that hold nothing fresh and that
-    /// no request is using, so the cache holds only tokens still worth serving.
+    /// The slot of `key`. Adding a key may first drop the slots that hold nothing fresh and
+    /// that no request is using (see [`Slots::sweep_at`]), so the cache holds at most twice
+    /// the tokens still worth serving.
     fn slot(&self, key: CacheKey) -> Slot {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(slot) = slots.get(&key) {
+        if let Some(slot) = slots.by_key.get(&key) {
             return slot.clone();
         }
-        slots.retain(|_, slot| match slot.try_lock() {
-            Ok(cached) => cached.as_ref().is_some_and(|tokens| self.is_fresh(tokens)),
-            Err(_) => true,
-        });
-        slots.entry(key).or_default().clone()
+        if slots.by_key.len() >= slots.sweep_at {
+            slots.by_key.retain(|_, slot| match slot.try_lock() {
+                Ok(cached) => cached.as_ref().is_some_and(|tokens| self.is_fresh(tokens)),
+                Err(_) => true,
+            });
+            slots.sweep_at = 2 * slots.by_key.len();
+        }
+        slots.by_key.entry(key).or_default().clone()
     }
 
     /// How many keys the cache holds.
     pub fn len(&self) -> usize {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_key
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {
