@@ -6,15 +6,13 @@
 //! decoded object re-serialised decodes to itself. The objects named and namespaced as the API
 //! server serves them then go through `matching::check_world`.
 
-use std::net::IpAddr;
-
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::ResourceExt;
 use podid_api::{
     AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding, AzurePodIdentityException,
 };
 use podid_mic::{NodeInfo, PodInfo};
-use podid_nmi::{PodFacts, PodPhase, RequestedIdentity};
+use podid_nmi::{PodFacts, RequestedIdentity};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -125,43 +123,7 @@ fn served<T: ResourceExt>(object: Option<T>) -> Option<T> {
     Some(object)
 }
 
-/// What MIC and NMI read from a pod.
+/// What MIC and NMI read from a pod, through their own conversions.
 fn pod_views(pod: &Pod) -> (PodInfo, PodFacts) {
-    let labels = pod.labels().clone();
-    let namespace = pod.namespace().unwrap_or_default();
-    let name = pod.name_any();
-    let status = pod.status.as_ref();
-    let phase = status.and_then(|s| s.phase.as_deref());
-    let mut ips: Vec<IpAddr> = status
-        .and_then(|s| s.pod_ips.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|ip| ip.ip.parse().ok())
-        .collect();
-    ips.extend(
-        status
-            .and_then(|s| s.pod_ip.as_deref())
-            .and_then(|ip| ip.parse::<IpAddr>().ok()),
-    );
-    let replica_set = pod
-        .owner_references()
-        .iter()
-        .find(|o| o.kind.eq_ignore_ascii_case("ReplicaSet"))
-        .map(|o| o.name.clone());
-    let info = PodInfo {
-        namespace: namespace.clone(),
-        name: name.clone(),
-        labels: labels.clone(),
-        node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-        phase: podid_mic::PodPhase::parse(phase),
-    };
-    let facts = PodFacts {
-        namespace,
-        name,
-        ips,
-        phase: PodPhase::parse(phase),
-        labels,
-        replica_set,
-    };
-    (info, facts)
+    (PodInfo::of(pod), podid_nmi::state::pod_facts(pod))
 }

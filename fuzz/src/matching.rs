@@ -203,6 +203,7 @@ pub fn run(world: &World) {
             phase: PodPhase::parse(phase.as_deref()),
             labels,
             replica_set: pod.replica_set.as_ref().map(|r| r.pick(NAMES)),
+            host_network: pod.ip == 0,
         };
         objects.pods.push((info, facts));
     }

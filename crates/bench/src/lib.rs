@@ -6,3 +6,13 @@ pub mod emulator;
 pub mod http1;
 pub mod process;
 pub mod stats;
+
+/// Logs to stderr (stdout carries the table), filtered by `RUST_LOG`, `info` by default.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}

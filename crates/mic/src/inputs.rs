@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::Pod;
 use podid_api::names::POD_LABEL_KEY;
 
 use crate::ObjectRef;
@@ -19,6 +20,17 @@ pub struct PodInfo {
 }
 
 impl PodInfo {
+    /// What MIC reads from the pod object the watch delivered.
+    pub fn of(pod: &Pod) -> Self {
+        Self {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            node_name: pod.spec.as_ref().and_then(|spec| spec.node_name.clone()),
+            phase: PodPhase::parse(pod.status.as_ref().and_then(|s| s.phase.as_deref())),
+        }
+    }
+
     pub fn object_ref(&self) -> ObjectRef {
         ObjectRef::new(&self.namespace, &self.name)
     }

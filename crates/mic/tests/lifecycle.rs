@@ -54,19 +54,7 @@ async fn an_identity_removed_out_of_band_is_added_again_and_immutable_ones_stay(
     h.wait_status(&h.aai_name("app", "a"), "Assigned").await;
     h.wait_status(&h.aai_name("imm", "imm"), "Assigned").await;
 
-    let removed = h
-        .emu
-        .admin(
-            reqwest::Method::POST,
-            "/admin/arm/remove-identity",
-            Some(&json!({
-                "resource": format!("/subscriptions/{}/resourceGroups/{NODE_RG}/providers/Microsoft.Compute/virtualMachineScaleSets/{POOL}", h.sub),
-                "identity": h.uami_id(NODE_RG, "id-a"),
-            })),
-        )
-        .await;
-    assert!(removed.status.is_success(), "{:?}", removed.body);
-    assert!(!h.identities_on(POOL).await.contains("id-a"));
+    h.remove_out_of_band(POOL, "id-a").await;
     // Within the refresh interval MIC reads the scale set again and repairs it (E24).
     h.wait_identities(POOL, &["kubelet", "id-a", "id-c"]).await;
 

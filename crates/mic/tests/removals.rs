@@ -6,7 +6,6 @@ mod support;
 
 use kube::api::{Api, DeleteParams};
 use podid_api::{AzureIdentity, AzureIdentityBinding};
-use serde_json::json;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,18 +57,7 @@ async fn an_assignment_ends_even_when_its_identity_was_already_removed_from_the_
     // E20: someone takes the identity off the scale set, then the pod goes. MIC's view of the
     // scale set is stale (no refresh in this test), yet the AzureAssignedIdentity is deleted
     // and the identity is not put back.
-    let removed = h
-        .emu
-        .admin(
-            reqwest::Method::POST,
-            "/admin/arm/remove-identity",
-            Some(&json!({
-                "resource": format!("/subscriptions/{}/resourceGroups/{NODE_RG}/providers/Microsoft.Compute/virtualMachineScaleSets/{POOL}", h.sub),
-                "identity": h.uami_id(NODE_RG, "id-a"),
-            })),
-        )
-        .await;
-    assert!(removed.status.is_success(), "{:?}", removed.body);
+    h.remove_out_of_band(POOL, "id-a").await;
     h.delete_pod("app").await;
     h.wait_gone(&name).await;
     h.wait_identities(POOL, &["kubelet"]).await;

@@ -242,12 +242,7 @@ struct RunningMic {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    podid_bench::init_logging();
     let args = Args::parse();
     // Upstream refuses outside a namespace with no route out; podid's MIC gets only loopback
     // endpoints, and the benchmark runs both in the same kind of namespace.
@@ -476,16 +471,7 @@ async fn start_mic(
                 .stdout(log.try_clone()?)
                 .stderr(log)
                 .kill_on_drop(true);
-            for proxy in [
-                "HTTP_PROXY",
-                "HTTPS_PROXY",
-                "ALL_PROXY",
-                "http_proxy",
-                "https_proxy",
-                "all_proxy",
-            ] {
-                command.env_remove(proxy);
-            }
+            podid_testkit::without_proxies(&mut command);
             let child = command
                 .spawn()
                 .with_context(|| format!("starting {}", args.podid_mic.display()))?;

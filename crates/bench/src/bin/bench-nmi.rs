@@ -122,12 +122,7 @@ struct Row {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    podid_bench::init_logging();
     let args = Args::parse();
     ensure!(args.pods <= 250 * 250, "at most 62500 pods (127.77.0.0/16)");
     let miss_runs: Vec<String> = args
@@ -271,16 +266,7 @@ impl Nmi {
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
-        for proxy in [
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-        ] {
-            command.env_remove(proxy);
-        }
+        podid_testkit::without_proxies(&mut command);
         let child = command
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;

@@ -48,8 +48,11 @@ pub struct Settings {
     pub immutable_client_ids: Vec<String>,
     /// How long an identity stays after its last pod.
     pub removal_grace: Duration,
-    /// How long changes are collected before a cycle.
+    /// A cycle runs once no change came for this long (a burst, such as a Deployment's pods
+    /// created together, is planned at once: one PATCH per scale set)…
     pub debounce: Duration,
+    /// …but no later than this after the first change of the burst.
+    pub debounce_max: Duration,
     /// `--syncRetryDuration`: a cycle at least this often.
     pub resync: Duration,
     pub timing: Timing,
@@ -68,6 +71,7 @@ impl Default for Settings {
             immutable_client_ids: Vec::new(),
             removal_grace: crate::machine::DEFAULT_REMOVAL_GRACE,
             debounce: Duration::from_millis(100),
+            debounce_max: Duration::from_secs(1),
             resync: Duration::from_secs(3600),
             timing: Timing {
                 retry: Backoff {
@@ -222,6 +226,8 @@ impl Term {
 
     async fn lead(&mut self, stores: &Stores) {
         let mut wake = Some(Instant::now());
+        // The first change not yet seen by a cycle.
+        let mut burst: Option<Instant> = None;
         loop {
             let sleep = tokio::time::sleep_until(wake.unwrap_or_else(far_future));
             tokio::select! {
@@ -236,8 +242,15 @@ impl Term {
                     wake = Some(Instant::now());
                 }
                 () = self.changed.notified() => {
-                    let soon = Instant::now() + self.settings.debounce;
-                    wake = Some(wake.map_or(soon, |w| w.min(soon)));
+                    let now = Instant::now();
+                    let first = *burst.get_or_insert(now);
+                    let quiet = (now + self.settings.debounce)
+                        .min(first + self.settings.debounce_max);
+                    // A wake already due sooner for another reason (a worker, a timer) stays.
+                    wake = Some(match wake {
+                        Some(w) if w < first => w,
+                        _ => quiet,
+                    });
                 }
                 result = self.azure.changed() => {
                     if result.is_err() {
@@ -247,6 +260,7 @@ impl Term {
                     wake = Some(Instant::now());
                 }
                 () = sleep => {
+                    burst = None;
                     let started = StdInstant::now();
                     let (next, worked) = self.cycle(stores).await;
                     if worked {

@@ -16,7 +16,7 @@ use podid_api::{AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::{NodeInfo, PodInfo, PodPhase};
+use crate::{NodeInfo, PodInfo};
 
 /// The stores; the watch tasks stop when this is dropped.
 pub struct Stores {
@@ -100,7 +100,12 @@ impl Stores {
 
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            pods: self.pods.state().iter().map(|pod| pod_info(pod)).collect(),
+            pods: self
+                .pods
+                .state()
+                .iter()
+                .map(|pod| PodInfo::of(pod))
+                .collect(),
             nodes: self
                 .nodes
                 .state()
@@ -179,16 +184,6 @@ fn reduce_node(node: &mut Node) {
         ..NodeSpec::default()
     });
     node.status = None;
-}
-
-fn pod_info(pod: &Pod) -> PodInfo {
-    PodInfo {
-        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-        name: pod.metadata.name.clone().unwrap_or_default(),
-        labels: pod.metadata.labels.clone().unwrap_or_default(),
-        node_name: pod.spec.as_ref().and_then(|spec| spec.node_name.clone()),
-        phase: PodPhase::parse(pod.status.as_ref().and_then(|s| s.phase.as_deref())),
-    }
 }
 
 fn node_info(node: &Node) -> NodeInfo {

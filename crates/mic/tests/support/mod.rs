@@ -451,6 +451,24 @@ impl Harness {
         .await
     }
 
+    /// Takes the identity `uami` (in the node resource group) off the scale set, as someone
+    /// outside MIC would: through the emulator's admin API, so MIC's cached view goes stale.
+    pub async fn remove_out_of_band(&self, scale_set: &str, uami: &str) {
+        let removed = self
+            .emu
+            .admin(
+                reqwest::Method::POST,
+                "/admin/arm/remove-identity",
+                Some(&json!({
+                    "resource": format!("/subscriptions/{}/resourceGroups/{NODE_RG}/providers/Microsoft.Compute/virtualMachineScaleSets/{scale_set}", self.sub),
+                    "identity": self.uami_id(NODE_RG, uami),
+                })),
+            )
+            .await;
+        assert!(removed.status.is_success(), "{:?}", removed.body);
+        assert!(!self.identities_on(scale_set).await.contains(uami));
+    }
+
     /// The user-assigned identity names on a machine (`"vm-0"`, `"pool"`), lowercased.
     pub async fn identities_on(&self, machine: &str) -> BTreeSet<String> {
         let world = self.emu.world().await;
