@@ -20,7 +20,9 @@ use podid_api::AzureIdentity;
 use podid_leader::LeaderConfig;
 use podid_mic::controller::Settings;
 use podid_mic::metrics::Metrics;
-use podid_testkit::{CapturedLog, Permission, ShippedRbac, TestEnv, unique_name, wait_for};
+use podid_testkit::{
+    CapturedLog, Outcome, Permission, ShippedRbac, TestEnv, unique_name, wait_for,
+};
 use serde_json::json;
 use support::*;
 
@@ -39,41 +41,11 @@ async fn every_permission_of_mics_roles_is_needed() {
     // Both roles, each rule: a test that silently lost one would prove nothing about it.
     assert_eq!(permissions.len(), 22, "{permissions:#?}");
 
-    let started = std::time::Instant::now();
-    let (sa, outcome) = run(&shipped, None, log).await;
-    eprintln!("shipped roles: {outcome:?} in {:?}", started.elapsed());
-    assert_eq!(outcome, Outcome::Succeeded, "with the shipped roles");
-    let user = format!("User \"system:serviceaccount:default:{sa}\"");
-    assert!(
-        !log.text().contains(&user),
-        "MIC was refused something with the shipped roles:\n{}",
-        log.text()
-    );
-
-    let mut unused = Vec::new();
-    for permission in &permissions {
-        let started = std::time::Instant::now();
-        let (_, outcome) = run(&shipped, Some(permission), log).await;
-        eprintln!(
-            "without {permission}: {outcome:?} in {:?}",
-            started.elapsed()
-        );
-        if outcome != Outcome::Refused {
-            unused.push(permission.to_string());
-        }
-    }
-    assert!(
-        unused.is_empty(),
-        "MIC did its scenario without being refused these: {unused:#?}"
-    );
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Outcome {
-    /// The scenario ran to its end.
-    Succeeded,
-    /// MIC was refused the dropped permission.
-    Refused,
+    podid_testkit::assert_every_permission_needed("MIC", &shipped, log, |dropped| {
+        let shipped = shipped.clone();
+        async move { run(&shipped, dropped.as_ref(), log).await }
+    })
+    .await;
 }
 
 /// Runs the scenario as a fresh ServiceAccount bound to the shipped roles, less `dropped`.

@@ -11,7 +11,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Secret, SecretReference};
@@ -22,7 +22,9 @@ use podid_api::{
 };
 use podid_emulator::testing::TENANT;
 use podid_nmi::state::Mode;
-use podid_testkit::{CapturedLog, Permission, ShippedRbac, TestEnv, unique_name, wait_for};
+use podid_testkit::{
+    CapturedLog, Outcome, Permission, ShippedRbac, TestEnv, unique_name, wait_for,
+};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,51 +40,12 @@ async fn every_permission_of_nmis_managed_role_is_needed() {
 async fn every_permission_is_needed(manifest: &str, mode: Mode) {
     let log = podid_testkit::capture_log("warn");
     let shipped = ShippedRbac::from_manifest(manifest, NMI_SA).expect("NMI's shipped RBAC");
-    let started = Instant::now();
-    let (sa, outcome) = run(&shipped, mode, None, log).await;
-    eprintln!(
-        "{mode:?}, shipped role: {outcome:?} in {:?}",
-        started.elapsed()
-    );
-    assert_eq!(
-        outcome,
-        Outcome::Succeeded,
-        "{mode:?} with the shipped role"
-    );
-    let user = format!(
-        "User \"system:serviceaccount:{}:{sa}\"",
-        shipped.namespace()
-    );
-    assert!(
-        !log.text().contains(&user),
-        "NMI ({mode:?}) was refused something with the shipped role:\n{}",
-        log.text()
-    );
-
-    let mut unused = Vec::new();
-    for permission in shipped.permissions() {
-        let started = Instant::now();
-        let (_, outcome) = run(&shipped, mode, Some(&permission), log).await;
-        eprintln!(
-            "{mode:?}, without {permission}: {outcome:?} in {:?}",
-            started.elapsed()
-        );
-        if outcome != Outcome::Refused {
-            unused.push(permission.to_string());
-        }
-    }
-    assert!(
-        unused.is_empty(),
-        "NMI ({mode:?}) did its scenario without being refused these: {unused:#?}"
-    );
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Outcome {
-    /// The scenario ran to its end.
-    Succeeded,
-    /// NMI was refused the dropped permission.
-    Refused,
+    let what = format!("NMI ({mode:?})");
+    podid_testkit::assert_every_permission_needed(&what, &shipped, log, |dropped| {
+        let shipped = shipped.clone();
+        async move { run(&shipped, mode, dropped.as_ref(), log).await }
+    })
+    .await;
 }
 
 /// Runs the scenario of `mode` as a fresh ServiceAccount bound to the shipped role, less

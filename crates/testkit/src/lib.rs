@@ -46,7 +46,9 @@ pub use loopback::ensure_loopback;
 pub use names::unique_name;
 pub use plane::KUBECONFIG_ENV;
 pub use process::without_proxies;
-pub use rbac::{CapturedLog, Permission, ShippedRbac, capture_log};
+pub use rbac::{
+    CapturedLog, Outcome, Permission, ShippedRbac, assert_every_permission_needed, capture_log,
+};
 pub use upstream::{
     AzureSide, UPSTREAM_MIC_VERSION, UpstreamError, UpstreamMic, UpstreamMicOptions,
     ensure_no_route_out, upstream_mic_binary,

@@ -353,6 +353,63 @@ impl ShippedRbac {
     }
 }
 
+/// How a component's short scenario ended with a given role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The scenario ran to its end.
+    Succeeded,
+    /// The component was refused the permission dropped from its role.
+    Refused,
+}
+
+/// Proves that `shipped` grants nothing unused. `run(None)` plays the component's scenario
+/// with the shipped role(s) and must succeed with no refusal of its ServiceAccount (whose name
+/// it returns) in `log`; then `run(Some(p))`, for every permission `p` in turn, plays it with
+/// just `p` dropped and must end [`Outcome::Refused`]. `what` names the component in messages.
+pub async fn assert_every_permission_needed<F, Fut>(
+    what: &str,
+    shipped: &ShippedRbac,
+    log: CapturedLog,
+    mut run: F,
+) where
+    F: FnMut(Option<Permission>) -> Fut,
+    Fut: std::future::Future<Output = (String, Outcome)>,
+{
+    let started = std::time::Instant::now();
+    let (service_account, outcome) = run(None).await;
+    eprintln!(
+        "{what}, shipped roles: {outcome:?} in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(outcome, Outcome::Succeeded, "{what} with the shipped roles");
+    let user = format!(
+        "User \"system:serviceaccount:{}:{service_account}\"",
+        shipped.namespace()
+    );
+    assert!(
+        !log.text().contains(&user),
+        "{what} was refused something with the shipped roles:\n{}",
+        log.text()
+    );
+    let mut unused = Vec::new();
+    for permission in shipped.permissions() {
+        let started = std::time::Instant::now();
+        let name = permission.to_string();
+        let (_, outcome) = run(Some(permission)).await;
+        eprintln!(
+            "{what}, without {name}: {outcome:?} in {:?}",
+            started.elapsed()
+        );
+        if outcome != Outcome::Refused {
+            unused.push(name);
+        }
+    }
+    assert!(
+        unused.is_empty(),
+        "{what} did its scenario without being refused these: {unused:#?}"
+    );
+}
+
 /// Everything this process logs through `tracing` from the first call on, which installs the
 /// global subscriber with `filter` (later calls' filters are ignored). A component the API
 /// server refuses logs the 403, whose message names the user, verb and resource
