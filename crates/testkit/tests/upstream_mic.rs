@@ -195,8 +195,10 @@ async fn podid_leader_and_upstream_mic_never_lead_together() {
     let emu = emulator().await;
     let admin = env.admin();
     let ns = env.namespace("upstream-lock").await.name().to_owned();
+    // Short enough to keep the test quick, long enough that neither side misses a renewal
+    // (deadline: half the lease) on a loaded 2-core machine and loses its lead for that.
     let mut short_lease = options(env, &emu, &ns, "upstream-mic-0");
-    short_lease.extra_args = vec!["--leader-election-duration=2s".to_owned()];
+    short_lease.extra_args = vec!["--leader-election-duration=8s".to_owned()];
 
     // Upstream leads first; podid waits.
     let upstream = UpstreamMic::start(&short_lease)
@@ -211,13 +213,17 @@ async fn podid_leader_and_upstream_mic_never_lead_together() {
     .await;
     let config = LeaderConfig::new("podid-0")
         .with_lock(&ns, LOCK)
-        .with_lease_duration(Duration::from_secs(2));
+        .with_lease_duration(Duration::from_secs(8));
     let (stop, stopped) = oneshot::channel::<()>();
     let (mut leading, podid) = podid_leader::spawn(admin.clone(), config, async move {
         let _ = stopped.await;
     });
     for _ in 0..25 {
-        assert!(!*leading.borrow(), "podid leads while upstream's MIC does");
+        assert!(
+            !*leading.borrow(),
+            "podid leads while upstream's MIC does; upstream's log:\n{}",
+            upstream.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
