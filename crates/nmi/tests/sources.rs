@@ -295,10 +295,8 @@ async fn managed_mode_matches_bindings_and_identities_of_the_pods_namespace() {
 #[tokio::test]
 async fn the_host_listener_serves_named_pods_and_the_pods_port_does_not() {
     let nmi = Nmi::start().await;
-    let pod = nmi.pod("hosted", &[("aadpodidbinding", "hosted")]).await;
     let alpha = nmi.identity("alpha", ALPHA_CLIENT, None);
-    nmi.assign(&pod, &alpha, Some(AssignedIdentityState::Assigned))
-        .await;
+    let (pod, _) = nmi.assigned_pod("hosted", &alpha).await;
     let host = read(
         plain_client()
             .get(format!("http://{}/host/token?resource={VAULT}", nmi.host))

@@ -98,10 +98,8 @@ async fn the_requested_identity_is_served_and_the_first_by_name_when_unspecified
 #[tokio::test]
 async fn concurrent_requests_make_one_imds_call_and_the_cache_refreshes_before_expiry() {
     let nmi = Nmi::start().await;
-    let pod = nmi.pod("busy", &[("aadpodidbinding", "busy")]).await;
     let alpha = nmi.identity("alpha", ALPHA_CLIENT, None);
-    nmi.assign(&pod, &alpha, Some(AssignedIdentityState::Assigned))
-        .await;
+    let (pod, _) = nmi.assigned_pod("busy", &alpha).await;
 
     nmi.emu
         .hold(serde_json::json!({"surface": "imds", "path": "oauth2/token", "times": 1}))
@@ -147,11 +145,8 @@ async fn concurrent_requests_make_one_imds_call_and_the_cache_refreshes_before_e
 async fn a_cached_token_is_refused_once_the_assignment_is_gone() {
     // E5/E6: MIC deletes the assignment when the identity or binding goes.
     let nmi = Nmi::start_with(short_wait).await;
-    let pod = nmi.pod("gone", &[("aadpodidbinding", "gone")]).await;
     let alpha = nmi.identity("alpha", ALPHA_CLIENT, None);
-    let name = nmi
-        .assign(&pod, &alpha, Some(AssignedIdentityState::Assigned))
-        .await;
+    let (pod, name) = nmi.assigned_pod("gone", &alpha).await;
     assert_eq!(pod.token(VAULT, "").await.status, 200);
 
     Api::<AzureAssignedIdentity>::namespaced(nmi.client(), nmi.ns())

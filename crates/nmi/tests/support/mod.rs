@@ -323,6 +323,16 @@ impl Nmi {
         identity
     }
 
+    /// A running pod labelled `aadpodidbinding: <name>` whose `identity` is already
+    /// `Assigned`; returns the pod and the AzureAssignedIdentity's name.
+    pub async fn assigned_pod(&self, name: &str, identity: &AzureIdentity) -> (TestPod, String) {
+        let pod = self.pod(name, &[("aadpodidbinding", name)]).await;
+        let assigned = self
+            .assign(&pod, identity, Some(AssignedIdentityState::Assigned))
+            .await;
+        (pod, assigned)
+    }
+
     /// Writes an AzureAssignedIdentity as upstream's MIC does (name `<pod>-<ns>-<identity>`,
     /// label `nodename`, the identity embedded) with `state`, and waits until NMI has it.
     pub async fn assign(
