@@ -48,8 +48,9 @@ struct Args {
         default_value = "https://management.azure.com/"
     )]
     arm_endpoint: Url,
-    /// A PEM CA to trust for ARM besides the system's (an emulator's).
-    #[arg(long, env = "PODID_DEMO_CA_FILE")]
+    /// A PEM CA to trust for ARM besides the system's (an emulator's). The env var is
+    /// OpenSSL's, as MIC's and most clients' is, so one setting serves every pod of a lab.
+    #[arg(long, env = "SSL_CERT_FILE")]
     ca_file: Option<PathBuf>,
     /// Stop after this many rounds; 0 runs until killed, as upstream's did.
     #[arg(long, default_value_t = 0)]

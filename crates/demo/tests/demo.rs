@@ -32,7 +32,7 @@ fn run_demo(emu: &Emulator, machine: &str, extra: &[&str]) -> String {
         .args(extra)
         .env("PODID_DEMO_IMDS_ENDPOINT", emu.imds_base(machine))
         .env("PODID_DEMO_ARM_ENDPOINT", emu.arm_base())
-        .env("PODID_DEMO_CA_FILE", emu.ca_file())
+        .env("SSL_CERT_FILE", emu.ca_file())
         .env("MY_POD_NAME", "demo")
         .env("MY_POD_NAMESPACE", "default")
         .env("MY_POD_IP", "10.244.0.7")

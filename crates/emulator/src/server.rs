@@ -33,14 +33,16 @@ pub enum StartError {
     BadAddress { what: String, address: String },
     #[error(
         "{what}: refusing to listen on {address}: the emulator listens only on loopback \
-         (127.0.0.0/8, ::1), or on 169.254.169.254 inside a test's network namespace"
+         (127.0.0.0/8, ::1), or, inside a lab's network namespace, on 169.254.169.254 or a \
+         private IPv4 address (10/8, 172.16/12, 192.168/16)"
     )]
     UnsafeAddress { what: String, address: SocketAddr },
     #[error(
-        "{what}: refusing to listen on {address}: the metadata address is allowed only in a \
-         network namespace other than PID 1's or in one with no route out; here {reason}"
+        "{what}: refusing to listen on {address}: the metadata address and lab addresses are \
+         allowed only in a network namespace other than PID 1's or in one with no route out; \
+         here {reason}"
     )]
-    MetadataAddressRefused {
+    LabAddressRefused {
         what: String,
         address: SocketAddr,
         reason: MetadataRefusal,
@@ -103,8 +105,11 @@ impl RunningEmulator {
     }
 }
 
-/// The safety rule for listen addresses: loopback always; the metadata address only when
-/// [`netns::metadata_address_allowed`] said so (its verdict is `metadata`); nothing else.
+/// The safety rule for listen addresses: loopback always; the metadata address, and private
+/// IPv4 addresses (a node lab's stand-ins for Azure's hosts), only when
+/// [`netns::metadata_address_allowed`] said so (its verdict is `metadata`): a listener there
+/// can neither hijack the machine's metadata service nor be reached from outside the lab.
+/// Nothing else (no wildcard, no public address).
 pub fn check_listen_address(
     what: &str,
     address: SocketAddr,
@@ -113,10 +118,10 @@ pub fn check_listen_address(
     match address.ip() {
         IpAddr::V4(ip) if ip.is_loopback() => Ok(()),
         IpAddr::V6(ip) if ip.is_loopback() => Ok(()),
-        IpAddr::V4(ip) if ip == METADATA_ADDRESS => {
+        IpAddr::V4(ip) if ip == METADATA_ADDRESS || ip.is_private() => {
             metadata
                 .clone()
-                .map_err(|reason| StartError::MetadataAddressRefused {
+                .map_err(|reason| StartError::LabAddressRefused {
                     what: what.to_string(),
                     address,
                     reason,
@@ -173,7 +178,7 @@ pub async fn start(file: WorldFile, options: StartOptions) -> Result<RunningEmul
     let mut tenants = vec![file.tenant_id.as_str()];
     tenants.extend(file.extra_tenant_ids.iter().map(String::as_str));
     let tokens = TokenIssuer::new(tenants)?;
-    let tls = tls::generate(&[])?;
+    let tls = tls::generate(&file.listen.certificate_names)?;
     let shared = Shared::new(file, tokens, options.clock)?;
 
     // Bind everything before serving anything, so a bad address fails the whole start.
@@ -288,7 +293,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_loopback_is_allowed_and_metadata_only_where_the_namespace_check_allows() {
+    fn only_loopback_is_allowed_and_metadata_or_lab_addresses_only_where_the_namespace_check_allows()
+     {
         let allowed = Ok(());
         let refused = Err(MetadataRefusal::MachineNamespace);
         let ok = |a: &str, metadata| {
@@ -301,8 +307,13 @@ mod tests {
         assert!(ok("169.254.169.254:80", &allowed));
         assert!(!ok("169.254.169.253:80", &allowed));
         assert!(!ok("0.0.0.0:80", &allowed));
-        assert!(!ok("10.0.0.1:80", &allowed));
         assert!(!ok("[::]:80", &allowed));
+        assert!(!ok("8.8.8.8:443", &allowed));
+        assert!(!ok("169.254.1.1:443", &allowed));
+        // A node lab's stand-ins for Azure's hosts: only inside the lab's namespace.
+        assert!(ok("10.77.1.1:443", &allowed));
+        assert!(ok("192.168.7.1:443", &allowed));
+        assert!(!ok("10.77.1.1:443", &refused));
         let err = check_listen_address(
             "imds of vm",
             "169.254.169.254:80".parse().expect("addr"),

@@ -219,6 +219,10 @@ pub struct ListenSpec {
     pub entra: String,
     #[serde(default = "default_loopback_listen")]
     pub admin: String,
+    /// Extra DNS names or IP addresses on the serving certificate of ARM and Entra ID (always
+    /// `localhost`, 127.0.0.1 and ::1): a node lab serves Azure's public host names from its CA.
+    #[serde(default)]
+    pub certificate_names: Vec<String>,
 }
 
 impl Default for ListenSpec {
@@ -227,6 +231,7 @@ impl Default for ListenSpec {
             arm: default_loopback_listen(),
             entra: default_loopback_listen(),
             admin: default_loopback_listen(),
+            certificate_names: Vec::new(),
         }
     }
 }
