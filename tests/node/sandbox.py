@@ -73,9 +73,10 @@ def story(lab: Lab) -> None:
         "scope": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{NODE_GROUP}",
     })
     lab.wait("the demo listing VMs", lambda: "scale set VM" in lab.container_log("demo", "demo"), timeout=60)
-    listed = [line.split(" demo: ", 1)[-1] for line in lab.container_log("demo", "demo").splitlines()
-              if "scale set VM" in line]
-    done(started, f"{len(listed)} lines, e.g.\n      " + "\n      ".join(listed[:3]))
+    # CRI log lines: "<time> stdout F <message>"; the demo's message: "… scale set VM name=… id=…".
+    listed = [line.split(" ", 3)[-1].split("scale set VM", 1)[1].strip()
+              for line in lab.container_log("demo", "demo").splitlines() if "scale set VM" in line]
+    done(started, "the demo's listing:\n      " + "\n      ".join(listed))
 
 
 def curl(lab: Lab, pod: str, url: str | None) -> int:
