@@ -1,5 +1,5 @@
 //! An Azure emulator faithful to the wire: ARM (compute identities, managed identities, role
-//! assignments), IMDS (one listener per machine) and Entra ID (v1/v2 token endpoints, OIDC,
+//! assignments, Azure DNS zones), IMDS (one listener per machine) and Entra ID (v1/v2 token endpoints, OIDC,
 //! JWKS), with RBAC, throttling and fault injection. Facts it honours are in
 //! docs/azure-wire.md; its world file and admin API are in docs/emulator.md.
 
@@ -7,6 +7,7 @@ pub mod admin;
 pub mod arm;
 pub mod armid;
 pub mod clock;
+pub mod dns;
 pub mod entra;
 pub mod faults;
 pub mod imds;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::armid::{self, ArmId};
+use crate::dns::DnsZone;
 use crate::knobs::Knobs;
 use crate::rbac::{self, RoleAssignment};
 
@@ -51,6 +52,9 @@ pub struct WorldFile {
     pub service_principals: Vec<ServicePrincipalSpec>,
     #[serde(default)]
     pub role_assignments: Vec<RoleAssignmentSpec>,
+    /// Azure DNS public zones, each created with its apex SOA and NS record sets.
+    #[serde(default)]
+    pub dns_zones: Vec<DnsZoneSpec>,
     /// Resource applications (App ID URIs or application IDs) tokens may be issued for, besides
     /// [`WELL_KNOWN_RESOURCES`], the service principals' client IDs and the emulator's own ARM
     /// URL. Entra ID and IMDS refuse any other resource (AADSTS500011).
@@ -208,6 +212,16 @@ pub struct RoleAssignmentSpec {
     /// A built-in role name (`Reader`) or role definition GUID.
     pub role: String,
     pub scope: String,
+}
+
+/// An Azure DNS zone (`Microsoft.Network/dnsZones`); `subscription` defaults to the first one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsZoneSpec {
+    #[serde(default)]
+    pub subscription: Option<String>,
+    pub resource_group: String,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -404,6 +418,8 @@ pub struct World {
     /// Keyed by lower-case client ID.
     pub service_principals: BTreeMap<String, ServicePrincipal>,
     pub role_assignments: Vec<RoleAssignment>,
+    /// Keyed by [`ArmId::key`] of the zone.
+    pub dns_zones: BTreeMap<String, DnsZone>,
     pub resources: KnownResources,
 }
 
@@ -479,6 +495,7 @@ impl World {
             scale_sets: BTreeMap::new(),
             service_principals: BTreeMap::new(),
             role_assignments: Vec::new(),
+            dns_zones: BTreeMap::new(),
             resources: KnownResources::new(
                 WELL_KNOWN_RESOURCES
                     .iter()
@@ -629,6 +646,19 @@ impl World {
                     certificates,
                 },
             );
+        }
+
+        for spec in &file.dns_zones {
+            let subscription = sub_of(&spec.subscription);
+            let rg = world.require_group(&subscription, &spec.resource_group)?;
+            let zone = DnsZone::new(&subscription, &rg.name, &spec.name);
+            let key = zone.id.key().to_string();
+            if world.dns_zones.insert(key, zone).is_some() {
+                return Err(WorldError::Invalid(format!(
+                    "DNS zone {:?} is declared twice in resource group {:?}",
+                    spec.name, spec.resource_group
+                )));
+            }
         }
 
         for spec in &file.role_assignments {
@@ -873,6 +903,29 @@ roleAssignments:
             WorldFile::parse(&WORLD.replace("role: Reader", "role: Wizard")).expect("parses");
         let err = World::from_file(&file, SystemTime::now()).expect_err("must fail");
         assert!(err.to_string().contains("Wizard"), "{err}");
+    }
+
+    #[test]
+    fn dns_zones_need_a_declared_group_and_a_unique_name() {
+        let with =
+            |zones: &str| WorldFile::parse(&format!("{WORLD}dnsZones: {zones}\n")).expect("parses");
+        let world = World::from_file(
+            &with("[{resourceGroup: node-rg, name: example.com}]"),
+            SystemTime::now(),
+        )
+        .expect("valid");
+        let zone = world.dns_zones.values().next().expect("the zone");
+        assert_eq!(zone.resource_group, "Node-RG");
+        assert_eq!(zone.record_sets.len(), 2);
+        let err = World::from_file(
+            &with("[{resourceGroup: dns-rg, name: example.com}]"),
+            SystemTime::now(),
+        )
+        .expect_err("no such group");
+        assert!(err.to_string().contains("dns-rg"), "{err}");
+        let twice = "[{resourceGroup: Node-RG, name: example.com}, {resourceGroup: node-rg, name: Example.com}]";
+        let err = World::from_file(&with(twice), SystemTime::now()).expect_err("declared twice");
+        assert!(err.to_string().contains("twice"), "{err}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use super::path::ComputeKind;
 use super::{lro, roles};
 use crate::admin::{AdminError, parse_body};
 use crate::armid::{ArmId, normalize};
+use crate::dns::DnsZone;
 use crate::rbac::{self, RoleAssignment};
 use crate::state::Shared;
 use crate::world::{Compute, IdentitySet, World, stable_guid};
@@ -185,7 +186,8 @@ fn compute_snapshot(c: &Compute, world: &World) -> Value {
 }
 
 /// Everything tests check against: machines with their identity sets (and IMDS visibility),
-/// identities, role assignments, and the clock the visibility times refer to.
+/// identities, role assignments, DNS zones with their record sets, and the clock the
+/// visibility times refer to.
 async fn world_snapshot(State(s): State<Arc<Shared>>) -> Json<Value> {
     lro::settle(&s);
     let world = s.world();
@@ -219,6 +221,7 @@ async fn world_snapshot(State(s): State<Arc<Shared>>) -> Json<Value> {
         })
         .collect();
     let assignments: Vec<Value> = world.role_assignments.iter().map(roles::render).collect();
+    let zones: Vec<Value> = world.dns_zones.values().map(DnsZone::snapshot).collect();
     Json(json!({
         "nowMs": unix_ms(s.clock.now()),
         "tenantId": world.tenant_id,
@@ -226,5 +229,6 @@ async fn world_snapshot(State(s): State<Arc<Shared>>) -> Json<Value> {
         "virtualMachineScaleSets": scale_sets,
         "userAssignedIdentities": identities,
         "roleAssignments": assignments,
+        "dnsZones": zones,
     }))
 }

@@ -23,6 +23,9 @@ pub struct ErrorExtras {
     pub target: Option<String>,
     pub details: Vec<Value>,
     pub innererror: Option<Value>,
+    /// `{"code", "message"}` without the `error` envelope: what some resource providers (Azure
+    /// DNS) answer themselves.
+    pub bare: bool,
 }
 
 impl ArmError {
@@ -47,6 +50,9 @@ impl ArmError {
     }
 
     pub fn body(&self) -> Value {
+        if self.more.bare {
+            return json!({ "code": self.code, "message": self.message });
+        }
         let mut error = json!({ "code": self.code, "message": self.message });
         if let Some(target) = &self.more.target {
             error["target"] = json!(target);
@@ -129,6 +135,36 @@ pub fn resource_not_found(resource_type: &str, name: &str, group: &str) -> ArmEr
              For more details please go to https://aka.ms/ARMResourceNotFoundFix"
         ),
     )
+}
+
+/// A nested resource (a DNS record set) under a parent that does not exist.
+pub fn parent_resource_not_found(parent: &str) -> ArmError {
+    ArmError::new(
+        StatusCode::NOT_FOUND,
+        "ParentResourceNotFound",
+        format!(
+            "Can not perform requested operation on nested resource. Parent resource '{parent}' not \
+             found."
+        ),
+    )
+}
+
+/// Azure DNS's own answer for a record set that does not exist, without the envelope.
+pub fn record_set_not_found(name: &str, group: &str, subscription: &str) -> ArmError {
+    let mut error = ArmError::new(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!(
+            "The resource record '{name}' does not exist in resource group '{group}' of \
+             subscription '{subscription}'."
+        ),
+    );
+    error.more.bare = true;
+    error
+}
+
+pub fn bad_request(message: impl Into<String>) -> ArmError {
+    ArmError::new(StatusCode::BAD_REQUEST, "BadRequest", message)
 }
 
 pub fn authorization_failed(

@@ -1,11 +1,12 @@
 //! Azure Resource Manager over HTTPS: VM and scale-set identities (GET/PATCH/PUT with
-//! long-running operations), user-assigned identities, role assignments, RBAC and throttling
-//! (azure-wire.md §3). One fallback handler serves every path because ARM routing is
+//! long-running operations), user-assigned identities, role assignments, Azure DNS zones and
+//! record sets, RBAC and throttling (azure-wire.md §3, docs/emulator.md). One fallback handler serves every path because ARM routing is
 //! case-insensitive; [`path::parse`] decides what a path names.
 
 mod admin;
 mod auth;
 mod compute;
+mod dns;
 mod error;
 mod identity;
 mod lro;
@@ -15,6 +16,7 @@ mod roles;
 mod throttle;
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -76,6 +78,9 @@ pub struct ArmKnobs {
     /// How long a finished operation's status URL still answers; after that it is forgotten
     /// and answers 404, so long runs do not accumulate operations.
     pub operation_retention_secs: u64,
+    /// Items per page of Azure DNS lists (zones, record sets) when the request has no `$top`;
+    /// more come through `nextLink` (Azure DNS: 100).
+    pub dns_page_size: NonZeroUsize,
 }
 
 impl Default for ArmKnobs {
@@ -97,6 +102,7 @@ impl Default for ArmKnobs {
             },
             compute_policies: ComputePolicies::default(),
             operation_retention_secs: 3600,
+            dns_page_size: NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN),
         }
     }
 }
@@ -147,6 +153,7 @@ pub(crate) struct Call<'a> {
     pub shared: &'a Shared,
     pub method: &'a Method,
     pub path: &'a str,
+    pub query: Option<&'a str>,
     pub api_version: String,
     pub caller: Caller,
     pub body: &'a [u8],
@@ -258,6 +265,12 @@ fn operation_name(route: &Route, method: &Method) -> Option<&'static str> {
         (Route::RoleAssignment { .. }, "PUT") => "arm.role_assignment.put",
         (Route::RoleAssignment { .. }, "DELETE") => "arm.role_assignment.delete",
         (Route::RoleAssignmentList { .. }, "GET") => "arm.role_assignment.list",
+        (Route::DnsZoneList { .. }, "GET") => "arm.dns.zone.list",
+        (Route::DnsZone(_), "GET") => "arm.dns.zone.get",
+        (Route::RecordSetList { .. }, "GET") => "arm.dns.recordset.list",
+        (Route::RecordSet { .. }, "GET") => "arm.dns.recordset.get",
+        (Route::RecordSet { .. }, "PUT") => "arm.dns.recordset.put",
+        (Route::RecordSet { .. }, "DELETE") => "arm.dns.recordset.delete",
         _ => return None,
     })
 }
@@ -267,6 +280,10 @@ fn minimum_api_version(route: &Route) -> &'static str {
     match route {
         Route::Identity { .. } | Route::IdentityList { .. } => "2015-08-31-preview",
         Route::RoleAssignment { .. } | Route::RoleAssignmentList { .. } => "2015-07-01",
+        Route::DnsZoneList { .. }
+        | Route::DnsZone(_)
+        | Route::RecordSetList { .. }
+        | Route::RecordSet { .. } => "2016-04-01",
         _ => "2018-06-01",
     }
 }
@@ -318,6 +335,7 @@ fn serve(
         shared,
         method,
         path,
+        query: uri.query(),
         api_version,
         caller,
         body,
@@ -390,6 +408,21 @@ fn serve(
             _ => roles::delete(&mut call, &scope, &name),
         },
         Route::RoleAssignmentList { scope, .. } => roles::list(&mut call, &scope),
+        Route::DnsZoneList {
+            subscription,
+            group,
+        } => dns::list_zones(&mut call, &subscription, &group),
+        Route::DnsZone(zone) => dns::get_zone(&mut call, &zone),
+        Route::RecordSetList { zone, filter } => dns::list_record_sets(&mut call, &zone, filter),
+        Route::RecordSet {
+            zone,
+            record_type,
+            name,
+        } => match *method {
+            Method::GET => dns::get_record_set(&mut call, &zone, record_type, &name),
+            Method::PUT => dns::put_record_set(&mut call, &zone, record_type, &name),
+            _ => dns::delete_record_set(&mut call, &zone, record_type, &name),
+        },
     };
     (operation, outcome, call.headers)
 }

@@ -3,6 +3,8 @@
 //! listener has one fallback handler and this pure parser decides what a path names. Names are
 //! passed through as written; lookups compare them case-insensitively.
 
+use crate::dns::RecordType;
+
 /// A VM or a scale set: the two compute kinds whose identities ARM manages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ComputeKind {
@@ -59,6 +61,43 @@ pub enum Route {
     },
     /// `{scope}/providers/Microsoft.Authorization/roleAssignments`
     RoleAssignmentList { subscription: String, scope: String },
+    /// `…/resourceGroups/{rg}/providers/Microsoft.Network/dnsZones`
+    DnsZoneList { subscription: String, group: String },
+    /// `…/providers/Microsoft.Network/dnsZones/{zone}`
+    DnsZone(ZoneRef),
+    /// `…/dnsZones/{zone}/all`, `…/recordsets` or `…/{type}`
+    RecordSetList { zone: ZoneRef, filter: RecordFilter },
+    /// `…/dnsZones/{zone}/{type}/{name}`
+    RecordSet {
+        zone: ZoneRef,
+        record_type: RecordType,
+        name: String,
+    },
+}
+
+/// A DNS zone named by a path; the zone and record-set names are percent-decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneRef {
+    pub subscription: String,
+    pub group: String,
+    pub zone: String,
+}
+
+/// Which record sets a list names: every type (`all`, `recordsets`) or one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordFilter {
+    All,
+    RecordSets,
+    Type(RecordType),
+}
+
+impl RecordFilter {
+    pub fn admits(self, record_type: RecordType) -> bool {
+        match self {
+            RecordFilter::Type(only) => only == record_type,
+            RecordFilter::All | RecordFilter::RecordSets => true,
+        }
+    }
 }
 
 impl Route {
@@ -71,7 +110,11 @@ impl Route {
             | Route::Identity { subscription, .. }
             | Route::IdentityList { subscription, .. }
             | Route::RoleAssignment { subscription, .. }
-            | Route::RoleAssignmentList { subscription, .. } => subscription,
+            | Route::RoleAssignmentList { subscription, .. }
+            | Route::DnsZoneList { subscription, .. } => subscription,
+            Route::DnsZone(zone)
+            | Route::RecordSetList { zone, .. }
+            | Route::RecordSet { zone, .. } => &zone.subscription,
         }
     }
 }
@@ -109,6 +152,8 @@ pub fn parse(path: &str) -> Option<Route> {
                 compute(subscription, group, rest)
             } else if is(ns, "Microsoft.ManagedIdentity") {
                 managed_identity(subscription, group, rest)
+            } else if is(ns, "Microsoft.Network") {
+                network(subscription, group, rest)
             } else {
                 None
             }
@@ -162,6 +207,66 @@ fn managed_identity(subscription: String, group: String, rest: &[&str]) -> Optio
         }),
         _ => None,
     }
+}
+
+fn network(subscription: String, group: String, rest: &[&str]) -> Option<Route> {
+    let zone = |name: &str| ZoneRef {
+        subscription: subscription.clone(),
+        group: group.clone(),
+        zone: percent_decoded(name),
+    };
+    match rest {
+        [t] if is(t, "dnsZones") => Some(Route::DnsZoneList {
+            subscription: subscription.clone(),
+            group: group.clone(),
+        }),
+        [t, name] if is(t, "dnsZones") => Some(Route::DnsZone(zone(name))),
+        [t, name, list] if is(t, "dnsZones") => {
+            let filter = if is(list, "all") {
+                RecordFilter::All
+            } else if is(list, "recordsets") {
+                RecordFilter::RecordSets
+            } else {
+                RecordFilter::Type(RecordType::parse(list)?)
+            };
+            Some(Route::RecordSetList {
+                zone: zone(name),
+                filter,
+            })
+        }
+        [t, name, record_type, record] if is(t, "dnsZones") => Some(Route::RecordSet {
+            zone: zone(name),
+            record_type: RecordType::parse(record_type)?,
+            name: percent_decoded(record),
+        }),
+        _ => None,
+    }
+}
+
+/// `%XX` escapes decoded (clients escape `@` and other characters of record-set names
+/// differently); malformed escapes stay as they are.
+fn percent_decoded(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(high), Some(low)) => {
+                out.push(u8::try_from(high * 16 + low).unwrap_or(b'?'));
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| segment.to_string())
 }
 
 /// Role assignments hang below any scope, so look for the provider segments from the end.
@@ -257,6 +362,52 @@ mod tests {
         );
     }
 
+    #[test]
+    fn dns_zones_and_record_sets_route() {
+        let zones = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/dnsZones";
+        assert_eq!(
+            parse(zones),
+            Some(Route::DnsZoneList {
+                subscription: "s".into(),
+                group: "rg".into()
+            })
+        );
+        let zone = ZoneRef {
+            subscription: "s".into(),
+            group: "rg".into(),
+            zone: "example.com".into(),
+        };
+        assert_eq!(
+            parse(&format!("{zones}/example.com")),
+            Some(Route::DnsZone(zone.clone()))
+        );
+        assert_eq!(
+            parse(&format!("{zones}/example.com/ALL")),
+            Some(Route::RecordSetList {
+                zone: zone.clone(),
+                filter: RecordFilter::All
+            })
+        );
+        assert_eq!(
+            parse(&format!("{zones}/example.com/txt")),
+            Some(Route::RecordSetList {
+                zone: zone.clone(),
+                filter: RecordFilter::Type(RecordType::Txt)
+            })
+        );
+        assert_eq!(
+            parse(&format!("{zones}/example.com/A/%40")),
+            Some(Route::RecordSet {
+                zone,
+                record_type: RecordType::A,
+                name: "@".into()
+            })
+        );
+        assert!(parse(&format!("{zones}/example.com/SRV/x")).is_none());
+        assert!(parse(&format!("{zones}/example.com/A/x/y")).is_none());
+        assert_eq!(percent_decoded("a%2Gb%41"), "a%2GbA");
+    }
+
     fn flip_case(text: &str, mask: &[bool]) -> String {
         text.chars()
             .zip(mask.iter().cycle())
@@ -276,7 +427,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn routing_ignores_case(mask in proptest::collection::vec(any::<bool>(), 1..64), which in 0usize..6) {
+        fn routing_ignores_case(mask in proptest::collection::vec(any::<bool>(), 1..64), which in 0usize..8) {
             let paths = [
                 VMSS.to_string(),
                 format!("{VMSS}/virtualMachines"),
@@ -284,6 +435,8 @@ mod tests {
                 "/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/DEMO".to_string(),
                 "/subscriptions/s/providers/Microsoft.Compute/locations/eastus/operations/abc".to_string(),
                 "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Authorization/roleAssignments/abc".to_string(),
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/dnsZones/zone.example/all".to_string(),
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/dnsZones/zone.example/CNAME/www".to_string(),
             ];
             let path = &paths[which];
             let expected = parse(path);
