@@ -70,6 +70,10 @@ pub struct WorldFile {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubscriptionSpec {
     pub id: String,
+    /// The name ARM's subscription list shows; `Azure subscription <n>` (its place in the file,
+    /// from 1) when absent.
+    #[serde(default)]
+    pub display_name: Option<String>,
     #[serde(default)]
     pub resource_groups: Vec<ResourceGroupSpec>,
 }
@@ -397,6 +401,14 @@ pub struct ServicePrincipal {
     pub certificates: Vec<Vec<u8>>,
 }
 
+/// A subscription of the world's tenant.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// As the world file writes it.
+    pub id: String,
+    pub display_name: String,
+}
+
 /// A machine IMDS answers for: a VM, or one instance of a scale set.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MachineRef {
@@ -409,7 +421,7 @@ pub struct World {
     pub tenant_id: String,
     pub extra_tenant_ids: Vec<String>,
     /// Keyed by lower-case subscription ID.
-    pub subscriptions: BTreeMap<String, String>,
+    pub subscriptions: BTreeMap<String, Subscription>,
     /// Keyed by [`ArmId::key`].
     pub resource_groups: BTreeMap<String, ResourceGroup>,
     pub identities: BTreeMap<String, UserAssignedIdentity>,
@@ -513,10 +525,18 @@ impl World {
             .first()
             .map(|s| s.id.clone())
             .ok_or_else(|| WorldError::Invalid("at least one subscription is required".into()))?;
-        for sub in &file.subscriptions {
-            world
-                .subscriptions
-                .insert(sub.id.to_ascii_lowercase(), sub.id.clone());
+        for (place, sub) in file.subscriptions.iter().enumerate() {
+            let display_name = sub
+                .display_name
+                .clone()
+                .unwrap_or_else(|| format!("Azure subscription {}", place + 1));
+            world.subscriptions.insert(
+                sub.id.to_ascii_lowercase(),
+                Subscription {
+                    id: sub.id.clone(),
+                    display_name,
+                },
+            );
             for rg in &sub.resource_groups {
                 let id = armid::resource_group_id(&sub.id, &rg.name);
                 world.resource_groups.insert(

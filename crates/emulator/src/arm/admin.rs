@@ -1,13 +1,13 @@
 //! ARM parts of the admin API: out-of-band identity removal, provisioning state, role
-//! assignments without RBAC, and a world snapshot for tests.
+//! assignments added and removed without RBAC, and a world snapshot for tests.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -28,6 +28,10 @@ pub fn admin_routes() -> Router<Arc<Shared>> {
         .route("/admin/arm/remove-identity", post(remove_identity))
         .route("/admin/arm/provisioning-state", post(provisioning_state))
         .route("/admin/arm/role-assignments", post(add_role_assignment))
+        .route(
+            "/admin/arm/role-assignments/{name}",
+            delete(remove_role_assignment),
+        )
         .route("/admin/world", get(world_snapshot))
 }
 
@@ -145,6 +149,26 @@ async fn add_role_assignment(
         world.role_assignments.push(assignment);
     }
     Ok((StatusCode::CREATED, Json(rendered)))
+}
+
+/// Removes the role assignment named `name` (the `name` the POST answered), bypassing RBAC: 204,
+/// or 404 when the world has no assignment of that name.
+async fn remove_role_assignment(
+    State(s): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, AdminError> {
+    let mut world = s.world_mut();
+    let before = world.role_assignments.len();
+    world
+        .role_assignments
+        .retain(|a| !a.name.eq_ignore_ascii_case(&name));
+    if world.role_assignments.len() == before {
+        return Err(AdminError(
+            StatusCode::NOT_FOUND,
+            format!("no role assignment is named {name:?}; GET /admin/world lists them"),
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn unix_ms(t: SystemTime) -> i64 {

@@ -1,5 +1,5 @@
 //! VM and scale-set handlers: GET, PATCH/PUT of the identity (azure-wire.md §3.3–3.5), the VM
-//! list of a resource group, scale-set instances, and operation status.
+//! and scale-set lists of a resource group, scale-set instances, and operation status.
 
 use std::time::Duration;
 
@@ -221,6 +221,40 @@ pub fn list_vms(call: &mut Call<'_>, subscription: &str, group: &str) -> Outcome
         .values()
         .filter(|vm| vm.compute.id.is_within(&scope))
         .map(|vm| render_vm(vm, &world))
+        .collect();
+    Ok((StatusCode::OK, Some(json!({ "value": value }))))
+}
+
+/// The scale sets of a resource group. Charged to the scale-set instance-list policies [E].
+pub fn list_scale_sets(call: &mut Call<'_>, subscription: &str, group: &str) -> Outcome {
+    let scope = armid::resource_group_id(subscription, group);
+    let policies = call
+        .shared
+        .knobs_with(|k| k.arm.compute_policies.scale_set_instances.clone());
+    let shared = call.shared;
+    let world = shared.world();
+    call.require(
+        &world,
+        "Microsoft.Compute/virtualMachineScaleSets/read",
+        &scope,
+    )?;
+    let location = world
+        .resource_groups
+        .get(scope.key())
+        .map(|rg| rg.location.clone())
+        .ok_or_else(|| error::resource_group_not_found(group))?;
+    charge(
+        call,
+        &mut shared.arm.lock(),
+        subscription,
+        &location,
+        &policies,
+    )?;
+    let value: Vec<Value> = world
+        .scale_sets
+        .values()
+        .filter(|ss| ss.compute.id.is_within(&scope))
+        .map(|ss| render_scale_set(ss, &world))
         .collect();
     Ok((StatusCode::OK, Some(json!({ "value": value }))))
 }

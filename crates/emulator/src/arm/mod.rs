@@ -13,6 +13,7 @@ mod lro;
 mod msi;
 mod path;
 mod roles;
+mod subscriptions;
 mod throttle;
 
 use std::collections::BTreeMap;
@@ -254,7 +255,9 @@ fn operation_name(route: &Route, method: &Method) -> Option<&'static str> {
             },
             "PUT",
         ) => "arm.vmss.put",
+        (Route::SubscriptionList, "GET") => "arm.subscription.list",
         (Route::VirtualMachineList { .. }, "GET") => "arm.vm.list",
+        (Route::ScaleSetList { .. }, "GET") => "arm.vmss.list",
         (Route::ScaleSetInstances { .. }, "GET") => "arm.vmss.vms.list",
         (Route::Operation { .. }, "GET") => "arm.operation.get",
         (Route::Identity { .. }, "GET") => "arm.identity.get",
@@ -284,6 +287,7 @@ fn minimum_api_version(route: &Route) -> &'static str {
         | Route::DnsZone(_)
         | Route::RecordSetList { .. }
         | Route::RecordSet { .. } => "2016-04-01",
+        Route::SubscriptionList => "2016-06-01",
         _ => "2018-06-01",
     }
 }
@@ -316,16 +320,20 @@ fn serve(
         Ok(caller) => caller,
         Err(e) => return (REJECTED, Err(e), Vec::new()),
     };
-    let subscription_known = shared
-        .world()
-        .subscriptions
-        .contains_key(&route.subscription().to_ascii_lowercase());
-    if !subscription_known {
-        return (
-            REJECTED,
-            Err(error::subscription_not_found(route.subscription())),
-            Vec::new(),
-        );
+    // Tenant-level requests (the subscription list) are under no subscription.
+    let subscription = route.subscription().map(str::to_string);
+    if let Some(subscription) = &subscription {
+        let known = shared
+            .world()
+            .subscriptions
+            .contains_key(&subscription.to_ascii_lowercase());
+        if !known {
+            return (
+                REJECTED,
+                Err(error::subscription_not_found(subscription)),
+                Vec::new(),
+            );
+        }
     }
     let api_version = match check_api_version(uri.query(), minimum_api_version(&route)) {
         Ok(v) => v,
@@ -342,11 +350,14 @@ fn serve(
         now: shared.clock.now(),
         headers: Vec::new(),
     };
-    if let Err(e) = front_door(&mut call, route.subscription()) {
+    if let Some(subscription) = &subscription
+        && let Err(e) = front_door(&mut call, subscription)
+    {
         return (operation, Err(e), call.headers);
     }
     lro::settle(shared);
     let outcome = match route {
+        Route::SubscriptionList => subscriptions::list(&mut call),
         Route::Compute {
             subscription,
             group,
@@ -375,6 +386,10 @@ fn serve(
             subscription,
             group,
         } => compute::list_vms(&mut call, &subscription, &group),
+        Route::ScaleSetList {
+            subscription,
+            group,
+        } => compute::list_scale_sets(&mut call, &subscription, &group),
         Route::ScaleSetInstances {
             subscription,
             group,

@@ -24,6 +24,8 @@ impl ComputeKind {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
+    /// `/subscriptions`: the subscriptions the caller can see (a tenant-level request).
+    SubscriptionList,
     /// `…/providers/Microsoft.Compute/{virtualMachines|virtualMachineScaleSets}/{name}`
     Compute {
         subscription: String,
@@ -33,6 +35,8 @@ pub enum Route {
     },
     /// `…/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines`
     VirtualMachineList { subscription: String, group: String },
+    /// `…/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachineScaleSets`
+    ScaleSetList { subscription: String, group: String },
     /// `…/virtualMachineScaleSets/{name}/virtualMachines`
     ScaleSetInstances {
         subscription: String,
@@ -101,10 +105,13 @@ impl RecordFilter {
 }
 
 impl Route {
-    pub fn subscription(&self) -> &str {
-        match self {
+    /// The subscription a request is under; `None` for tenant-level requests.
+    pub fn subscription(&self) -> Option<&str> {
+        Some(match self {
+            Route::SubscriptionList => return None,
             Route::Compute { subscription, .. }
             | Route::VirtualMachineList { subscription, .. }
+            | Route::ScaleSetList { subscription, .. }
             | Route::ScaleSetInstances { subscription, .. }
             | Route::Operation { subscription, .. }
             | Route::Identity { subscription, .. }
@@ -115,7 +122,7 @@ impl Route {
             Route::DnsZone(zone)
             | Route::RecordSetList { zone, .. }
             | Route::RecordSet { zone, .. } => &zone.subscription,
-        }
+        })
     }
 }
 
@@ -126,6 +133,9 @@ fn is(segment: &str, literal: &str) -> bool {
 /// What an ARM path names, or `None` when the emulator serves nothing there.
 pub fn parse(path: &str) -> Option<Route> {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if let [only] = segments.as_slice() {
+        return is(only, "subscriptions").then_some(Route::SubscriptionList);
+    }
     if segments.len() < 2 || !is(segments[0], "subscriptions") {
         return None;
     }
@@ -165,6 +175,10 @@ pub fn parse(path: &str) -> Option<Route> {
 fn compute(subscription: String, group: String, rest: &[&str]) -> Option<Route> {
     match rest {
         [t] if is(t, "virtualMachines") => Some(Route::VirtualMachineList {
+            subscription,
+            group,
+        }),
+        [t] if is(t, "virtualMachineScaleSets") => Some(Route::ScaleSetList {
             subscription,
             group,
         }),
@@ -320,11 +334,24 @@ mod tests {
             ),
             Some(Route::VirtualMachineList { .. })
         ));
+        assert_eq!(
+            parse(
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/VirtualMachineScaleSets"
+            ),
+            Some(Route::ScaleSetList {
+                subscription: "s".into(),
+                group: "rg".into()
+            })
+        );
         assert!(parse(&format!("{VMSS}/virtualMachines/0/extra")).is_none());
         assert!(
             parse("/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/x/y").is_none()
         );
         assert!(parse("/tenants/t").is_none());
+        assert_eq!(parse("/Subscriptions/"), Some(Route::SubscriptionList));
+        assert_eq!(parse("/subscriptions"), Some(Route::SubscriptionList));
+        assert!(parse("/").is_none());
+        assert!(parse("/tenants").is_none());
     }
 
     #[test]
