@@ -216,11 +216,13 @@ class Lab:
                 return pid
         raise LabError(f"pod {namespace}/{pod} runs no {command}")
 
-    def check_pod_namespace(self, pid: int) -> None:
-        """Refuses anything but a lab pod's own network namespace (the safety rule)."""
+    def check_pod_namespace(self, pid: int, *, node_checked: bool = False) -> None:
+        """Refuses anything but a lab pod's own network namespace (the safety rule).
+        `node_checked`: the caller ran `scripts/node check with-pods` just before (many pods)."""
         if os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net"):
             raise LabError(f"process {pid} shares the machine's network namespace")
-        run(str(NODE), "check", "with-pods")
+        if not node_checked:
+            run(str(NODE), "check", "with-pods")
         routes = run("nsenter", "-t", str(pid), "-n", "ip", "-o", "route", "show")
         if any(line.startswith("default") for line in routes.splitlines()):
             raise LabError(f"process {pid}'s namespace has a default route: {routes}")

@@ -1,0 +1,190 @@
+"""NMI on the lab node, podid vs upstream (issue 11 §5): cache-hit token requests (DEMO's client
+ID, ARM's resource) from many pods' network namespaces through the real DNAT path, at several
+concurrencies, against podid's NMI and then upstream's v1.8.17 on the same node, and the same
+requests straight to the emulator's IMDS from the node's namespace. Prints a markdown table.
+
+    cargo build -p podid-emulator --bin azure-emulator
+    scripts/build-images --upstream-nmi --out DIR     # DIR holds podid's archives and upstream's NMI
+    PODID_IMAGES_DIR=DIR scripts/node run -- python3 tests/node/bench_nmi_node.py [--pods 100]
+
+The load generator is crates/bench/src/bin/bench-nmi-node.rs (standard library only, built here
+with rustc): one process per pod, entered into the pod's network namespace with `nsenter -n` after
+the lab's checks (not the machine's namespace, no default route, 169.254.169.254 via the lab
+bridge); a row's connections are spread over min(concurrency, pods) pods and all start at the same
+wall-clock instant. Both NMIs run without the shipped manifest's CPU limit (200m), which would
+otherwise cap them, not measure them. NMI's CPU is its process's utime+stime over the row; its
+memory is VmHWM (peak RSS) of the process after each row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from lab import (  # noqa: E402
+    ARM_RESOURCE, DEMO_CLIENT_ID, NODE, ROOT, Lab, LabError, install_podid, run,
+    token_url,
+)
+from test_upstream_nmi import (  # noqa: E402
+    UPSTREAM_IMAGE, UPSTREAM_NMI_ROLE, nmi_image, podid_nmi_role, use_nmi,
+)
+
+METADATA = "169.254.169.254:80"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def build_generator(out: Path) -> Path:
+    binary = out / "bench-nmi-node"
+    run("rustc", "--edition", "2024", "-O", "-o", str(binary),
+        str(ROOT / "crates" / "bench" / "src" / "bin" / "bench-nmi-node.rs"), timeout=300)
+    return binary
+
+
+def checked_pod_pids(lab: Lab, names: list[str]) -> list[int]:
+    """Each pod's sandbox PID, after lab.check_pod_namespace's checks (the node-wide check once)."""
+    run(str(NODE), "check", "with-pods")
+    pids = [lab.pod_pid(name) for name in names]
+    for pid in pids:
+        lab.check_pod_namespace(pid, node_checked=True)
+    return pids
+
+
+def node_pid() -> int:
+    """A process in the node's namespace (the lab's supervisor's child), as `scripts/node exec`."""
+    state = Path(os.environ.get("PODID_NODE_DIR") or Path.home() / ".cache" / "podid" / "node")
+    supervisor = (state / "supervisor.pid").read_text().strip()
+    pid = int(run("pgrep", "-P", supervisor).split()[0])
+    if run("ip", "netns", "identify", str(pid)).strip() != "podid-node0":
+        raise LabError(f"process {pid} is not in the node's namespace")
+    return pid
+
+
+def load(generator: Path, pids: list[int], concurrency: int, seconds: float, path: str) -> dict:
+    """One row: `concurrency` connections over min(concurrency, len(pids)) namespaces."""
+    spread = pids[:min(concurrency, len(pids))]
+    shares = [concurrency // len(spread) + (i < concurrency % len(spread)) for i in range(len(spread))]
+    start_at = int(time.time() * 1000) + 2000 + 15 * len(spread)
+    procs = [subprocess.Popen(
+        ["nsenter", "-t", str(pid), "-n", str(generator), "--addr", METADATA, "--path", path,
+         "--connections", str(share), "--start-at", str(start_at),
+         "--duration-ms", str(int(seconds * 1000))],
+        stdout=subprocess.PIPE, text=True) for pid, share in zip(spread, shares)]
+    ok = errors = 0
+    latencies: list[int] = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=seconds + 120)
+        lines = out.split("\n")
+        ok += int(lines[0].split()[1])
+        errors += int(lines[1].split()[1])
+        latencies += [int(x) for x in lines[2:] if x]
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] / 1000 if latencies else float("nan")
+
+    return {"ok": ok, "errors": errors, "rate": ok / seconds, "p50": pct(0.50), "p99": pct(0.99),
+            "pods": len(spread)}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def status_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise LabError(f"no {key} for {pid}")
+
+
+def nmi_pid(lab: Lab) -> int:
+    pods = [p for p in lab.pods_labelled("component=nmi") if not p["metadata"].get("deletionTimestamp")]
+    return lab.process_of(pods[0]["metadata"]["name"], "nmi")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pods", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--concurrency", default="1,16,128")
+    args = parser.parse_args()
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    path = token_url(DEMO_CLIENT_ID, ARM_RESOURCE).removeprefix("http://169.254.169.254")
+
+    lab = Lab()
+    # As bench-nmi: IMDS's own limits off (real IMDS: 20 tokens/s, 5 at once; the emulator models
+    # them), so the rows measure NMI, not IMDS's throttling.
+    lab.admin("PATCH", "/admin/knobs", {"imds": {"requestsPerSecond": 0, "maxConcurrent": 0}})
+    install_podid(lab)
+    podid_image = nmi_image(lab)
+    # The shipped limit (cpu 200m) would cap both NMIs; the benchmark measures them unthrottled.
+    lab.kubectl("patch", "daemonset", "nmi", "--type=json", "-p",
+                '[{"op":"remove","path":"/spec/template/spec/containers/0/resources/limits"}]')
+    lab.kubectl("rollout", "status", "daemonset/nmi", "--timeout=120s")
+    lab.apply_file(ROOT / "examples" / "seed" / "azureidentity-demo.yaml")
+    names = [f"bench-{i}" for i in range(args.pods)]
+    lab.apply([lab.pause_pod(n, labels={"aadpodidbinding": "DEMO"}) for n in names])
+    started = time.monotonic()
+    lab.wait(f"{args.pods} pods Running with IPs", lambda: sum(
+        1 for p in lab.pods_labelled("aadpodidbinding=DEMO")
+        if p["metadata"]["name"].startswith("bench-") and p["status"].get("podIP")
+        and p["status"].get("phase") == "Running") == args.pods, timeout=600, interval=2)
+    lab.wait("their identities Assigned", lambda: sum(
+        1 for a in lab.assigned_identities() if a["spec"].get("pod", "").startswith("bench-")
+        and a.get("status", {}).get("status") == "Assigned") == args.pods, timeout=300, interval=2)
+    print(f"{args.pods} pods up and assigned in {time.monotonic() - started:.0f} s", file=sys.stderr)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        generator = build_generator(Path(tmp))
+        pids = checked_pod_pids(lab, names)
+        direct_pid = node_pid()
+        run(str(NODE), "check", "with-pods")
+        results = {}
+        # Direct: the same requests from the node's namespace, where 169.254.169.254 is the
+        # emulator itself (NMI's DNAT is in PREROUTING: the node's own packets are not redirected).
+        load(generator, [direct_pid], 16, 1, path)  # warm-up
+        for c in concurrencies:
+            results[("direct", c)] = load(generator, [direct_pid] * args.pods, c, args.seconds, path)
+            print("direct", c, results[("direct", c)], file=sys.stderr)
+        for flavor, image, role in (("podid", podid_image, podid_nmi_role(lab)),
+                                    ("upstream", UPSTREAM_IMAGE, UPSTREAM_NMI_ROLE)):
+            use_nmi(lab, image, role)
+            pids = checked_pod_pids(lab, names)
+            lab.wait(f"{flavor}'s NMI answering", lambda: load(generator, pids[:1], 1, 0.5, path)["ok"] > 0,
+                     timeout=120, interval=2)
+            pid = nmi_pid(lab)
+            load(generator, pids, 16, 1, path)  # warm-up
+            for c in concurrencies:
+                cpu = cpu_seconds(pid)
+                row = load(generator, pids, c, args.seconds, path)
+                row["cpu_us"] = (cpu_seconds(pid) - cpu) * 1e6 / max(1, row["ok"] + row["errors"])
+                row["hwm"] = status_kib(pid, "VmHWM") / 1024
+                row["rss"] = status_kib(pid, "VmRSS") / 1024
+                results[(flavor, c)] = row
+                print(flavor, c, row, file=sys.stderr)
+        use_nmi(lab, podid_image, podid_nmi_role(lab))
+
+    print(f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} on {os.cpu_count()} cores; "
+          f"{args.pods} pods, {args.seconds:.0f} s per row.")
+    print()
+    print("| NMI | concurrency | pods sending | tokens/s | p50 ms | p99 ms | direct tokens/s | direct p50 ms"
+          " | direct p99 ms | adds at p99 ms | NMI CPU µs/req | NMI VmHWM MiB | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for flavor in ("podid", "upstream"):
+        for c in concurrencies:
+            r, d = results[(flavor, c)], results[("direct", c)]
+            print(f"| {flavor} | {c} | {r['pods']} | {r['rate']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+                  f"{d['rate']:,.0f} | {d['p50']:.2f} | {d['p99']:.2f} | {r['p99'] - d['p99']:+.2f} | "
+                  f"{r['cpu_us']:.0f} | {r['hwm']:.1f} | {r['errors'] + d['errors']} |")
+
+
+if __name__ == "__main__":
+    main()
