@@ -20,7 +20,7 @@ use podid_api::{
     AzureAssignedIdentityStatus, AzureIdentity, AzureIdentityBinding, AzureIdentityBindingSpec,
     AzureIdentitySpec, AzurePodIdentityException, IdentityType, is_namespaced,
 };
-use podid_mic::AssignedView;
+use podid_mic::{AssignedRecord, AssignedView};
 use podid_mic::{
     MachinePolicy, MatchOptions, NodeIndex, NodeInfo, PodInfo, desired, plan_machines, reconcile,
 };
@@ -187,7 +187,7 @@ pub fn run(world: &World) {
         let info = PodInfo {
             namespace: namespace.clone(),
             name: name.clone(),
-            labels: labels.clone(),
+            label: labels.get(POD_LABEL_KEY).cloned(),
             node_name: pod.node.as_ref().map(|n| n.pick(NODES)),
             phase: podid_mic::PodPhase::parse(phase.as_deref()),
         };
@@ -362,7 +362,13 @@ pub fn check_world(objects: &Objects, force_namespaced: bool, attempt: u32) {
         let back: AzureAssignedIdentity = serde_json::from_value(json).expect("an AAI reads back");
         assert_eq!(back, resource);
     }
-    let plan = reconcile(&objects.assigned, &state);
+    let records: Vec<AssignedRecord> = objects
+        .assigned
+        .iter()
+        .cloned()
+        .map(AssignedRecord::from)
+        .collect();
+    let plan = reconcile(&records, &state);
     let _ = format!("{plan:?}");
     let views: Vec<AssignedView> = objects.assigned.iter().map(AssignedView::of).collect();
     let machines = plan_machines(&state, &views, &index, &MachinePolicy::default(), |_, _| {
@@ -388,6 +394,14 @@ pub fn check_world(objects: &Objects, force_namespaced: bool, attempt: u32) {
     for (info, facts) in &objects.pods {
         let _ = exception_for(facts, &objects.exceptions, "kube-system");
         let node = info.node_name.as_deref().unwrap_or_default();
+        // What NMI's binding watch says selects the pod (standard mode).
+        let label = facts.labels.get(POD_LABEL_KEY).map_or("", String::as_str);
+        let selecting: Vec<(String, String)> = objects
+            .bindings
+            .iter()
+            .filter(|b| !label.is_empty() && b.spec.selector.as_deref() == Some(label))
+            .map(|b| (b.namespace().unwrap_or_default(), b.name_any()))
+            .collect();
         for requested in &objects.requests {
             if let Ok(selected) =
                 select_managed(facts, requested, &objects.bindings, &objects.identities)
@@ -416,7 +430,7 @@ pub fn check_world(objects: &Objects, force_namespaced: bool, attempt: u32) {
                 pod_name: &facts.name,
                 assigned: &objects.assigned,
                 force_namespaced,
-                selected_by_binding: attempt % 3 != 0,
+                selecting_bindings: if attempt % 3 == 0 { &[] } else { &selecting },
             };
             match select_standard(&inputs, requested, retry, attempt) {
                 Decision::Serve(selected) => assert!(
@@ -443,7 +457,7 @@ pub fn check_world(objects: &Objects, force_namespaced: bool, attempt: u32) {
             .assignments
             .values()
             .filter(|a| a.pod.namespace == info.namespace && a.pod.name == info.name)
-            .map(|a| &a.identity)
+            .map(|a| a.identity.as_ref())
             .collect();
         if mine.is_empty() {
             continue;
@@ -454,7 +468,7 @@ pub fn check_world(objects: &Objects, force_namespaced: bool, attempt: u32) {
             pod_name: &info.name,
             assigned: &recorded,
             force_namespaced,
-            selected_by_binding: true,
+            selecting_bindings: &selecting,
         };
         match select_standard(&inputs, &RequestedIdentity::Unspecified, retry, 0) {
             Decision::Serve(selected) => assert!(mine.iter().any(|i| {

@@ -118,7 +118,8 @@ def pod_identity_tokens(lab) -> int:
 
 def test_unbound_pod_and_other_pods_client_id_are_refused(lab, flavor):
     """Both requests at once: upstream answers each after its 80 s search for an identity; podid
-    refuses a pod no binding selects at once and searches as long for a client ID the pod lacks."""
+    refuses both at once (no binding selects the first pod; the second pod's only binding has its
+    assignment recorded, so no other identity can come)."""
     tokens_before = pod_identity_tokens(lab)
     results = {}
 
@@ -137,8 +138,7 @@ def test_unbound_pod_and_other_pods_client_id_are_refused(lab, flavor):
     (unbound, _, unbound_took), (other, _, other_took) = results["unbound"], results["other"]
     if flavor == "podid":
         assert (unbound, other) == (400, 400), results  # IMDS's error shape
-        assert unbound_took < 10
-        assert other_took > 70
+        assert unbound_took < 10 and other_took < 10
     else:
         assert (unbound, other) == (404, 404), results
         assert unbound_took > 70 and other_took > 70

@@ -94,15 +94,13 @@ def bind(kube: KubeApi, namespace: str, pod: Pod, who, *, status: str | None = "
         kube_api.binding(f"{who.name.lower()}-binding", identity_name=identity["metadata"]["name"],
                          selector=who.name),
     )
-    aai = kube.create(
-        "default",
-        kube_api.assigned_identity(pod=pod.name, pod_namespace=namespace, node=NODE,
-                                   identity_obj=identity, binding_obj=binding),
-    )
+    aai = kube_api.assigned_identity(pod=pod.name, pod_namespace=namespace, node=NODE,
+                                     identity_obj=identity, binding_obj=binding)
     if status is not None:
-        kube.patch_status(
-            "default", aai, {"status": status, "availableReplicas": 1}, subresource=False
-        )
+        # In the same request: an AAI without a status is upstream's legacy shape, which NMI
+        # serves at once, so a status patched afterwards would race with the request.
+        aai["status"] = {"status": status, "availableReplicas": 1}
+    aai = kube.create("default", aai)
     return aai
 
 

@@ -40,6 +40,41 @@ pub fn usage(pid: u32) -> anyhow::Result<Usage> {
     })
 }
 
+/// A process's resident memory now, split as the kernel counts it: anonymous pages (heap,
+/// stacks, written data) and file-backed pages (the code and read-only data of the binary and
+/// its libraries, which the page cache can share and drop).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Resident {
+    pub anon_kib: u64,
+    pub file_kib: u64,
+}
+
+impl Resident {
+    pub fn anon_mib(&self) -> f64 {
+        self.anon_kib as f64 / 1024.0
+    }
+
+    pub fn file_mib(&self) -> f64 {
+        self.file_kib as f64 / 1024.0
+    }
+}
+
+pub fn resident(pid: u32) -> anyhow::Result<Resident> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("process {pid} is gone"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .with_context(|| format!("no {name}"))
+    };
+    Ok(Resident {
+        anon_kib: field("RssAnon:")?,
+        file_kib: field("RssFile:")?,
+    })
+}
+
 /// The process running `binary` whose working directory is `cwd` (how upstream's MIC, started by
 /// the test kit, is found: its directory is its own).
 pub fn find_by_exe_and_cwd(binary: &std::path::Path, cwd: &std::path::Path) -> anyhow::Result<u32> {
@@ -71,5 +106,7 @@ mod tests {
         let usage = super::usage(std::process::id()).unwrap();
         assert!(usage.peak_rss_kib > 0);
         assert!(usage.cpu_secs >= 0.0);
+        let resident = super::resident(std::process::id()).unwrap();
+        assert!(resident.anon_kib > 0 && resident.file_kib > 0);
     }
 }

@@ -366,7 +366,7 @@ pub async fn run(flags: Flags) -> Result<(), AgentError> {
         }
         tracing::info!("stopping: finishing the requests in flight");
     };
-    app.serve(kube, listeners, shutdown).await?;
+    app.serve(kube, listeners, shutdown).await;
     let failed = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
     match failed {
         Some(error) => Err(AgentError::Iptables(error)),

@@ -4,7 +4,9 @@ use clap::Parser;
 use podid_nmi::agent::{self, Flags, LogFormat};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
+// One thread: NMI answers from memory (a cached token is ~15 µs of CPU), and every worker
+// thread would bring its own malloc arena and stack (docs/benchmarks.md, NMI findings).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));

@@ -13,6 +13,7 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
@@ -111,6 +112,17 @@ pub struct Metrics {
     kube_errors: Family<OperationLabels, UpstreamCounter>,
     cache_hits: Counter,
     cache_misses: Counter,
+    waiting: Gauge,
+}
+
+/// Counts one request as waiting for an assignment while it lives: dropped when the wait ends
+/// however it ends (answered, failed, or the client went away and the request was dropped).
+pub struct Waiting<'a>(&'a Gauge);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Default for Metrics {
@@ -132,6 +144,7 @@ impl Metrics {
         let kube_errors = Family::<OperationLabels, UpstreamCounter>::default();
         let cache_hits = Counter::default();
         let cache_misses = Counter::default();
+        let waiting = Gauge::default();
         registry.register(
             "nmi_operations_duration_seconds",
             "Duration of token requests, by path, status, pod namespace and resource",
@@ -162,6 +175,11 @@ impl Metrics {
             "Token requests that fetched a token",
             cache_misses.clone(),
         );
+        registry.register(
+            "nmi_requests_waiting_for_assignment",
+            "Token requests waiting for the pod's AzureAssignedIdentity to become Assigned",
+            waiting.clone(),
+        );
         Self {
             registry,
             requests,
@@ -170,6 +188,7 @@ impl Metrics {
             kube_errors,
             cache_hits,
             cache_misses,
+            waiting,
         }
     }
 
@@ -209,6 +228,12 @@ impl Metrics {
         self.cache_misses.inc();
     }
 
+    /// Marks a request as waiting for an assignment until the guard is dropped.
+    pub fn waiting(&self) -> Waiting<'_> {
+        self.waiting.inc();
+        Waiting(&self.waiting)
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> Result<String, fmt::Error> {
         let mut text = String::new();
@@ -237,7 +262,16 @@ mod tests {
             Duration::from_secs(1),
         );
         metrics.cache_hit();
+        let waiting = metrics.waiting();
         let text = metrics.encode().unwrap();
+        drop(waiting);
+        let after = metrics.encode().unwrap();
+        assert!(
+            after
+                .lines()
+                .any(|l| l == "aadpodidentity_nmi_requests_waiting_for_assignment 0"),
+            "{after}"
+        );
         for line in [
             "aadpodidentity_kubernetes_api_operations_errors_count{operation_type=\"get_pod_list\"} 1",
             "aadpodidentity_imds_operations_errors_count{operation_type=\"adal_token_msi_userassignedid\"} 1",
@@ -245,6 +279,7 @@ mod tests {
             "aadpodidentity_nmi_operations_duration_seconds_count{operation_type=\"/metadata/identity/oauth2/token\",status_code=\"200\",namespace=\"team\",resource=\"https://vault.azure.net\"} 1",
             "aadpodidentity_nmi_token_cache_hits_total 1",
             "aadpodidentity_nmi_token_cache_misses_total 0",
+            "aadpodidentity_nmi_requests_waiting_for_assignment 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -8,7 +8,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use podid_azure::credential::{AuthError, Token};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::reply::{ErrorCode, ErrorReply};
 
@@ -28,67 +28,191 @@ pub struct TokenContext<'a> {
 /// with auxiliary tenants, an array of the primary's then each auxiliary tenant's, as upstream
 /// answered.
 pub fn token_body(primary: &Token, auxiliary: &[Token], context: &TokenContext) -> String {
-    if auxiliary.is_empty() {
-        return Value::Object(token_object(primary, context)).to_string();
-    }
-    let all = std::iter::once(primary)
-        .chain(auxiliary)
-        .map(|token| Value::Object(token_object(token, context)))
-        .collect();
-    Value::Array(all).to_string()
+    PreparedBody::new(primary, auxiliary, context.resource, context.client_id)
+        .token_body(context.now)
 }
 
 /// The body of a 200 from `/host/token`: `{"clientid": …, "token": {…}}`, the primary token
 /// only, as upstream.
 pub fn host_token_body(token: &Token, context: &TokenContext) -> String {
-    let mut body = Map::new();
-    body.insert(
-        "clientid".into(),
-        context.client_id.unwrap_or_default().into(),
-    );
-    body.insert("token".into(), Value::Object(token_object(token, context)));
-    Value::Object(body).to_string()
+    PreparedBody::new(token, &[], context.resource, context.client_id).host_body(context.now)
 }
 
-/// One token object, keys in IMDS's (alphabetical) order whether or not serde_json keeps
-/// insertion order.
-fn token_object(token: &Token, context: &TokenContext) -> Map<String, Value> {
+/// The answers for one set of tokens, serialized once: only the values that count from the
+/// moment of the answer (`expires_in`, and `not_before` when a token has none) are written per
+/// answer, so a cached token is answered with a copy and two numbers instead of a JSON
+/// serialization. It holds the only copy of the tokens a cache entry keeps.
+/// No `Debug`: it holds access tokens.
+pub struct PreparedBody {
+    /// One object per token, the primary's first.
+    objects: Vec<Box<[Part]>>,
+    /// The host answer's `clientid`, as a JSON string.
+    host_client_id: String,
+    text_len: usize,
+}
+
+enum Part {
+    /// Exact-size: a cache of many tokens keeps no slack.
+    Text(Box<str>),
+    /// Whole seconds from the answer to this instant (0 once it has passed).
+    SecondsUntil(SystemTime),
+    /// The answer's Unix time.
+    Now,
+}
+
+impl PreparedBody {
+    /// The answers for these tokens, asked for `resource` of an identity with `client_id`
+    /// (each echoed when a token response lacks it).
+    pub fn new(
+        primary: &Token,
+        auxiliary: &[Token],
+        resource: &str,
+        client_id: Option<&str>,
+    ) -> Self {
+        let objects: Vec<Box<[Part]>> = std::iter::once(primary)
+            .chain(auxiliary)
+            .map(|token| token_object(token, resource, client_id))
+            .collect();
+        let text_len = objects
+            .iter()
+            .flatten()
+            .map(|part| match part {
+                Part::Text(text) => text.len(),
+                Part::SecondsUntil(_) | Part::Now => 0,
+            })
+            .sum();
+        Self {
+            objects,
+            host_client_id: Value::from(client_id.unwrap_or_default()).to_string(),
+            text_len,
+        }
+    }
+
+    /// [`token_body`] at `now`.
+    pub fn token_body(&self, now: SystemTime) -> String {
+        let mut body = String::with_capacity(self.text_len + 32 * self.objects.len());
+        let array = self.objects.len() > 1;
+        if array {
+            body.push('[');
+        }
+        for (i, object) in self.objects.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            render(&mut body, object, now);
+        }
+        if array {
+            body.push(']');
+        }
+        body
+    }
+
+    /// [`host_token_body`] at `now`.
+    pub fn host_body(&self, now: SystemTime) -> String {
+        let mut body = String::with_capacity(self.text_len + 64);
+        body.push_str("{\"clientid\":");
+        body.push_str(&self.host_client_id);
+        body.push_str(",\"token\":");
+        if let Some(primary) = self.objects.first() {
+            render(&mut body, primary, now);
+        }
+        body.push('}');
+        body
+    }
+}
+
+fn render(body: &mut String, object: &[Part], now: SystemTime) {
+    use std::fmt::Write;
+    for part in object {
+        // Writing to a String cannot fail.
+        let _ = match part {
+            Part::Text(text) => body.write_str(text),
+            Part::SecondsUntil(at) => write!(body, "{}", seconds_until(*at, now)),
+            Part::Now => write!(body, "{}", unix(now)),
+        };
+    }
+}
+
+fn unix(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+fn seconds_until(at: SystemTime, now: SystemTime) -> u64 {
+    at.duration_since(now)
+        .map(|left| left.as_secs())
+        .unwrap_or_default()
+}
+
+/// Builds one token object's parts: text, JSON strings and the values filled in per answer.
+#[derive(Default)]
+struct Writer {
+    parts: Vec<Part>,
+    text: String,
+}
+
+impl Writer {
+    fn text(&mut self, text: &str) {
+        self.text.push_str(text);
+    }
+
+    /// `"key":"value"`, the value escaped.
+    fn field(&mut self, key: &str, value: &str) {
+        self.text(&format!("\"{key}\":"));
+        self.text(&Value::from(value).to_string());
+    }
+
+    /// `"key":"<part>"`; the part is a number, so it needs no escaping.
+    fn field_part(&mut self, key: &str, part: Part) {
+        self.text(&format!("\"{key}\":\""));
+        let text = std::mem::take(&mut self.text);
+        self.parts.push(Part::Text(text.into_boxed_str()));
+        self.parts.push(part);
+        self.text("\"");
+    }
+
+    fn finish(mut self) -> Box<[Part]> {
+        self.parts.push(Part::Text(self.text.into_boxed_str()));
+        self.parts.into_boxed_slice()
+    }
+}
+
+/// One token object, keys in IMDS's (alphabetical) order.
+fn token_object(token: &Token, resource: &str, client_id: Option<&str>) -> Box<[Part]> {
     let fields = token.fields();
     let text = |value: &Option<String>| value.clone().filter(|v| !v.is_empty());
-    let unix = |at: SystemTime| {
-        at.duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default()
-    };
-    let expires_in = token
-        .expires_on()
-        .duration_since(context.now)
-        .map(|left| left.as_secs())
-        .unwrap_or_default();
-    let client_id = text(&fields.client_id).or_else(|| context.client_id.map(str::to_owned));
-
-    let mut object = Map::new();
-    object.insert("access_token".into(), token.access_token().into());
-    if let Some(client_id) = client_id {
-        object.insert("client_id".into(), client_id.into());
+    let mut object = Writer::default();
+    object.text("{");
+    object.field("access_token", token.access_token());
+    if let Some(client_id) = text(&fields.client_id).or_else(|| client_id.map(str::to_owned)) {
+        object.text(",");
+        object.field("client_id", &client_id);
     }
-    object.insert("expires_in".into(), expires_in.to_string().into());
-    object.insert(
-        "expires_on".into(),
-        unix(token.expires_on()).to_string().into(),
-    );
+    object.text(",");
+    object.field_part("expires_in", Part::SecondsUntil(token.expires_on()));
+    object.text(",");
+    object.field("expires_on", &unix(token.expires_on()).to_string());
     if let Some(ext) = text(&fields.ext_expires_in) {
-        object.insert("ext_expires_in".into(), ext.into());
+        object.text(",");
+        object.field("ext_expires_in", &ext);
     }
+    object.text(",");
     // adal reads not_before as a number, so a missing one becomes "now" rather than "".
-    let not_before = text(&fields.not_before).unwrap_or_else(|| unix(context.now).to_string());
-    object.insert("not_before".into(), not_before.into());
-    object.insert("refresh_token".into(), "".into());
-    let resource = text(&fields.resource).unwrap_or_else(|| context.resource.to_owned());
-    object.insert("resource".into(), resource.into());
+    match text(&fields.not_before) {
+        Some(not_before) => object.field("not_before", &not_before),
+        None => object.field_part("not_before", Part::Now),
+    }
+    object.text(",");
+    object.field("refresh_token", "");
+    object.text(",");
+    let resource = text(&fields.resource).unwrap_or_else(|| resource.to_owned());
+    object.field("resource", &resource);
+    object.text(",");
     let token_type = text(&fields.token_type).unwrap_or_else(|| "Bearer".to_owned());
-    object.insert("token_type".into(), token_type.into());
-    object
+    object.field("token_type", &token_type);
+    object.text("}");
+    object.finish()
 }
 
 /// The answer when IMDS or Entra ID gave no token.
@@ -184,6 +308,31 @@ mod tests {
                    "refresh_token": "", "resource": "https://vault.azure.net",
                    "token_type": "Bearer"})
         );
+    }
+
+    #[test]
+    fn a_prepared_body_counts_from_each_answer() {
+        // No not_before: it is the answer's time, as expires_in counts from it.
+        let received = at(1_000_000);
+        let v2 = token(
+            json!({"access_token": "eyJ.sp.sig", "expires_in": 3599}),
+            received,
+        );
+        let prepared = PreparedBody::new(&v2, &[], "https://vault.azure.net", Some("c-identity"));
+        for later in [0, 1, 599, 3599, 4000] {
+            let now = at(1_000_000 + later);
+            assert_eq!(
+                prepared.token_body(now),
+                token_body(&v2, &[], &context(now))
+            );
+            assert_eq!(prepared.host_body(now), host_token_body(&v2, &context(now)));
+            let body: Value = serde_json::from_str(&prepared.token_body(now)).unwrap();
+            assert_eq!(
+                body["expires_in"],
+                3599u64.saturating_sub(later).to_string()
+            );
+            assert_eq!(body["not_before"], (1_000_000 + later).to_string());
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use kube::api::{Api, DeleteParams};
 use podid_api::{AssignedIdentityState, AzureAssignedIdentity};
 use podid_emulator::testing::Surface;
 use support::*;
+use tokio::io::AsyncWriteExt;
 
 /// A bound on a broken test only; nothing asserts how long an answer takes.
 const GUARD: Duration = Duration::from_secs(120);
@@ -243,5 +244,46 @@ async fn namespaced_identities_serve_only_their_namespace() {
     nmi.assign(&pod, &local, Some(AssignedIdentityState::Assigned))
         .await;
     assert_eq!(pod.token(VAULT, "").await.client_id(), BETA_CLIENT);
+    nmi.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_ends_its_wait_for_an_assignment() {
+    // The interval is far longer than the guard, and the assignment stays Created: only the
+    // client's disconnect can end the wait. A wait that outlived its client would hold the
+    // gauge at 1 until the guard fails the test.
+    let nmi = Nmi::start_with(|s| s.retry.interval = Duration::from_secs(3600)).await;
+    let pod = nmi.pod("leaver", &[("aadpodidbinding", "leaver")]).await;
+    let alpha = nmi.identity("alpha", ALPHA_CLIENT, None);
+    nmi.assign(&pod, &alpha, Some(AssignedIdentityState::Created))
+        .await;
+    let waiting = |count: u64| {
+        let line = format!("aadpodidentity_nmi_requests_waiting_for_assignment {count}");
+        let nmi = &nmi;
+        move || {
+            let line = line.clone();
+            async move {
+                nmi.metrics_text()
+                    .await
+                    .lines()
+                    .any(|l| l == line)
+                    .then_some(())
+            }
+        }
+    };
+
+    let mut client = pod.connect().await;
+    client
+        .write_all(
+            b"GET /metadata/identity/oauth2/token?resource=https%3A%2F%2Fvault.azure.net HTTP/1.1\r\n\
+              Host: 169.254.169.254\r\nMetadata: true\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    podid_testkit::wait_for("the request waits in NMI", GUARD, waiting(1)).await;
+    drop(client);
+    podid_testkit::wait_for("the wait ended with its client", GUARD, waiting(0)).await;
+    // NMI never asked IMDS: nothing was assigned.
+    assert_eq!(nmi.imds_token_calls().await, 0);
     nmi.stop().await;
 }

@@ -57,6 +57,13 @@ impl ImdsClient {
         })
     }
 
+    /// A client for the IMDS at `endpoint` sharing `http`, which must come from
+    /// [`HttpOptions::imds_client`] (no proxy, no redirects): a caller that also talks to IMDS
+    /// directly (NMI's proxy) keeps one connection pool and TLS setup instead of two.
+    pub fn with_client(http: reqwest::Client, endpoint: Url) -> Self {
+        Self { http, endpoint }
+    }
+
     pub fn endpoint(&self) -> &Url {
         &self.endpoint
     }

@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
 use podid_api::AzureAssignedIdentity;
 use podid_bench::http1::Connection;
-use podid_bench::process::{Usage, usage};
+use podid_bench::process::{Resident, Usage, resident, usage};
 use podid_bench::stats::Latencies;
 use podid_emulator::clock::ClockMode;
 use podid_emulator::{StartOptions, WorldFile};
@@ -31,8 +31,8 @@ use tokio::process::{Child, Command};
 #[derive(Parser)]
 #[command(about = "Measures podid's NMI against direct IMDS calls (see docs/benchmarks.md)")]
 struct Args {
-    /// The `nmi` binary (a release build).
-    #[arg(long, default_value = "target/release/nmi")]
+    /// The `nmi` binary (built with the nmi-release profile).
+    #[arg(long, default_value = "target/nmi-release/nmi")]
     nmi: PathBuf,
     /// Pods on the node, each with its own IP and AzureAssignedIdentity.
     #[arg(long, default_value_t = 250)]
@@ -229,6 +229,9 @@ struct Nmi {
 }
 
 impl Nmi {
+    /// Starts NMI on free loopback ports and waits until it is `Active`. A port can be taken
+    /// between choosing it and NMI binding it (other processes share the machine), so a start
+    /// whose process exits is tried again on other ports.
     async fn start(
         binary: &std::path::Path,
         node: &str,
@@ -236,6 +239,27 @@ impl Nmi {
         imds: &str,
         dir: &std::path::Path,
     ) -> anyhow::Result<Self> {
+        const STARTS: usize = 5;
+        for start in 1..=STARTS {
+            match Self::start_once(binary, node, kubeconfig, imds, dir).await? {
+                Some(nmi) => return Ok(nmi),
+                None => tracing::warn!(start, "nmi exited while starting; trying other ports"),
+            }
+        }
+        bail!(
+            "nmi exited {STARTS} times while starting (log in {})",
+            dir.display()
+        )
+    }
+
+    /// `None` when the process exited before it was `Active`.
+    async fn start_once(
+        binary: &std::path::Path,
+        node: &str,
+        kubeconfig: &std::path::Path,
+        imds: &str,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<Option<Self>> {
         let port = || -> anyhow::Result<u16> {
             Ok(std::net::TcpListener::bind("127.0.0.1:0")?
                 .local_addr()?
@@ -260,20 +284,25 @@ impl Nmi {
             .arg("--default-ad-endpoint=https://127.0.0.1:9/")
             .arg(format!("--kubelet-config={}", kubelet.display()))
             .arg("--manage-iptables=false")
-            // Its default logging (info), as deployed.
+            // Its default logging (info) and environment, as deployed.
             .env_remove("RUST_LOG")
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
         podid_testkit::without_proxies(&mut command);
-        let child = command
+        let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         let pid = child.id().context("nmi has a pid")?;
         let http = reqwest::Client::builder().no_proxy().build()?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
+            if child.try_wait()?.is_some() {
+                return Ok(None);
+            }
             let active = http
                 .get(format!("http://127.0.0.1:{probe}/healthz"))
                 .send()
@@ -292,11 +321,11 @@ impl Nmi {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(Self {
+        Ok(Some(Self {
             child,
             pid,
             address: SocketAddr::from(([127, 0, 0, 1], nmi_port)),
-        })
+        }))
     }
 
     async fn stop(mut self) {
@@ -335,7 +364,7 @@ async fn measure(
     args: &Args,
     nmi: &mut Nmi,
     imds: SocketAddr,
-) -> anyhow::Result<(Vec<Row>, Usage)> {
+) -> anyhow::Result<(Vec<Row>, AfterHits)> {
     // Warm-up: NMI must have seen every pod (its watch) and cached each identity's token.
     let deadline = Instant::now() + Duration::from_secs(60);
     for i in 0..args.pods {
@@ -357,12 +386,15 @@ async fn measure(
         }
     }
     let mut rows = Vec::new();
-    let mut after_hits = Usage::default();
+    let mut after_hits = AfterHits::default();
     // Hits first: NMI's memory after them is what 250 pods cost; misses add a token and
     // metric series per distinct resource.
     for (kind, requests) in [("hit", args.hit_requests), ("miss", args.miss_requests)] {
         if kind == "miss" {
-            after_hits = usage(nmi.pid)?;
+            after_hits = AfterHits {
+                usage: usage(nmi.pid)?,
+                resident: resident(nmi.pid)?,
+            };
         }
         for &concurrency in &args.concurrency {
             for target in [Target::Direct, Target::Nmi] {
@@ -478,7 +510,14 @@ async fn drive(
     Ok(try_join_all(workers).await?.into_iter().flatten().collect())
 }
 
-fn print_table(args: &Args, rows: &[Row], after_hits: Usage, nmi: Usage) {
+/// NMI's memory once the warm-up and the cache-hit rows are done.
+#[derive(Default)]
+struct AfterHits {
+    usage: Usage,
+    resident: Resident,
+}
+
+fn print_table(args: &Args, rows: &[Row], after_hits: AfterHits, nmi: Usage) {
     println!(
         "| tokens | concurrency | direct req/s | NMI req/s | direct p50 ms | NMI p50 ms | direct p99 ms | NMI p99 ms | NMI adds at p99 ms | NMI CPU µs/req |"
     );
@@ -508,11 +547,14 @@ fn print_table(args: &Args, rows: &[Row], after_hits: Usage, nmi: Usage) {
     println!();
     println!(
         "NMI peak RSS {:.1} MiB with {} pods ({} identities) on its node after the warm-up and \
-         the cache-hit rows, {:.1} MiB after the cache-miss rows ({} distinct resources); NMI \
-         CPU {:.1} s in all.",
-        after_hits.peak_rss_mib(),
+         the cache-hit rows (resident then: {:.1} MiB anonymous, {:.1} MiB file-backed code and \
+         read-only data), {:.1} MiB after the cache-miss rows ({} distinct resources); NMI CPU \
+         {:.1} s in all.",
+        after_hits.usage.peak_rss_mib(),
         args.pods,
         args.identities,
+        after_hits.resident.anon_mib(),
+        after_hits.resident.file_mib(),
         nmi.peak_rss_mib(),
         args.miss_requests * args.concurrency.len(),
         nmi.cpu_secs

@@ -133,9 +133,12 @@ pub fn is_token_path(path: &str) -> bool {
 /// newlines). Such a path must never reach IMDS, which would answer with the node's identity.
 /// Letters compare by Unicode lower case, so a Kelvin sign spells the `k` of `token`, and
 /// backslashes count as slashes (then cleaned), as a server that reads `\` as `/` sees them:
-/// `/\metadata\identity\oauth2\token` is a spelling too (found by fuzzing).
+/// `/\metadata\identity\oauth2\token` is a spelling too (found by fuzzing). Each segment is
+/// read as a lenient server might: path parameters (`;…`) dropped, control characters and
+/// blanks removed, dots trimmed at its ends, so `/metadata;x/identity/…`, `/metadata%00/…` and
+/// `/metadata./…` are spellings too (found by the attack battery).
 pub fn resembles_token_path(path: &str) -> bool {
-    let lower = clean(&path.to_lowercase().replace('\\', "/"));
+    let lower = clean(&lenient_segments(&path.to_lowercase().replace('\\', "/")));
     lower
         .find("/metadata/identity")
         .and_then(|start| {
@@ -143,6 +146,22 @@ pub fn resembles_token_path(path: &str) -> bool {
             rest.find("oauth2").map(|at| &rest[at + "oauth2".len()..])
         })
         .is_some_and(|rest| rest.contains("token"))
+}
+
+/// The path with each segment as the most lenient reader would take it (see
+/// [`resembles_token_path`]).
+fn lenient_segments(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            let before_parameters = segment.split(';').next().unwrap_or_default();
+            let visible: String = before_parameters
+                .chars()
+                .filter(|c| !c.is_control() && !c.is_whitespace())
+                .collect();
+            visible.trim_matches('.').to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// `/metadata/instance` and everything starting with it (upstream blocked by prefix).
@@ -246,6 +265,14 @@ mod tests {
             "/x\\metadata\\identity\\oauth2\\token",
             "/\\\\metadata\\.\\identity\\oauth2\\token",
             "/a\\..\\metadata/identity/oauth2/token",
+            // Found by the attack battery: what a lenient reader drops inside a segment.
+            "/metadata;x=y/identity/oauth2/token",
+            "/metadata;/identity/oauth2/token",
+            "/metadata\0/identity/oauth2/token",
+            "/metadata /identity/oauth2/token",
+            "/metadata\t/identity/oauth2/token",
+            "/metadata./identity/oauth2/token",
+            "/metadata/identity./oauth2;v=1/token",
         ] {
             assert!(resembles_token_path(path), "{path:?}");
         }

@@ -7,6 +7,8 @@ use std::time::Duration;
 use kube::ResourceExt;
 use podid_api::{AssignedIdentityState, AzureAssignedIdentity, AzureIdentity, is_namespaced};
 
+use crate::state::ObjectKey;
+
 use super::{Selected, SelectionError, choose, matches_request, not_found};
 use crate::request::RequestedIdentity;
 
@@ -42,10 +44,10 @@ pub struct StandardInputs<'a> {
     pub assigned: &'a [AzureAssignedIdentity],
     /// `--forceNamespaced`: every identity serves only pods of its own namespace.
     pub force_namespaced: bool,
-    /// Whether the controller may still record an identity for the pod: its
-    /// `aadpodidbinding` label is selected by some binding. When not, and nothing is being
-    /// assigned, waiting cannot help and the pod is answered at once.
-    pub selected_by_binding: bool,
+    /// The AzureIdentityBindings (namespace, name) whose selector is the pod's
+    /// `aadpodidbinding` label now. An assignment counts only while its binding is among them,
+    /// and when every one of them already has its assignment recorded, waiting cannot help.
+    pub selecting_bindings: &'a [ObjectKey],
 }
 
 /// The outcome of one look.
@@ -65,8 +67,11 @@ pub enum Decision {
 /// holding an identity that matches the request is the one served from. When none does, the
 /// pod waits while a matching `Created` one exists, and for at most `created_attempts` looks
 /// when none exists; after `created_attempts + assigned_attempts` looks it fails.
-/// A pod that no binding selects and that has nothing being assigned fails at the first look
-/// (upstream made it wait the 80 s of `created_attempts` for a 404).
+/// An assignment whose binding no longer selects the pod (its label changed, the binding was
+/// deleted) is not served, even before the controller removes it (upstream served it until
+/// then). A pod with nothing matching being assigned fails at the first look when no binding
+/// selects it or every binding that does has its assignment recorded already (upstream made
+/// it wait the 80 s of `created_attempts` for a 404).
 ///
 /// Deviations, each documented in docs/nmi.md: assignments recorded for another node are
 /// ignored; a namespaced identity outside the pod's namespace is dropped before grouping (upstream
@@ -86,7 +91,7 @@ pub fn select_standard(
     let mut mine: Vec<(&AzureAssignedIdentity, &AzureIdentity)> = inputs
         .assigned
         .iter()
-        .filter(|aai| is_for(aai, inputs))
+        .filter(|aai| is_for(aai, inputs) && still_bound(aai, inputs))
         .filter_map(|aai| Some((aai, aai.spec.azure_identity_ref.as_ref()?)))
         .filter(|(_, identity)| may_serve(identity, inputs))
         .collect();
@@ -110,7 +115,11 @@ pub fn select_standard(
         }
     }
     let being_assigned = holds_match(&in_group(Group::Created));
-    if !being_assigned && (!inputs.selected_by_binding || attempt >= retry.created_attempts) {
+    let nothing_more_to_come = inputs.selecting_bindings.iter().all(|binding| {
+        mine.iter()
+            .any(|(aai, _)| binding_of(aai).as_ref() == Some(binding))
+    });
+    if !being_assigned && (nothing_more_to_come || attempt >= retry.created_attempts) {
         return Decision::Fail(not_found(pod, requested));
     }
     let looks = retry
@@ -120,6 +129,21 @@ pub fn select_standard(
         return Decision::Fail(SelectionError::NotYetAssigned { pod });
     }
     Decision::Wait(retry.interval)
+}
+
+/// The binding an assignment was made for, when it names one.
+fn binding_of(aai: &AzureAssignedIdentity) -> Option<ObjectKey> {
+    let binding = aai.spec.azure_binding_ref.as_ref()?;
+    Some((binding.namespace()?, binding.metadata.name.clone()?))
+}
+
+/// Whether the assignment's binding still selects the pod. An assignment that names no
+/// binding (hand-made or legacy) counts while any binding selects the pod.
+fn still_bound(aai: &AzureAssignedIdentity, inputs: &StandardInputs) -> bool {
+    match binding_of(aai) {
+        Some(binding) => inputs.selecting_bindings.contains(&binding),
+        None => !inputs.selecting_bindings.is_empty(),
+    }
 }
 
 /// Whether the assignment is for this pod on this node.

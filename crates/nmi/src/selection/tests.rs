@@ -12,6 +12,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::pods::PodFacts;
+use crate::state::ObjectKey;
 
 const NODE: &str = "node-0";
 
@@ -65,6 +66,11 @@ fn assigned(
     aai
 }
 
+/// The binding selecting the pod in most tests (its assignments name no binding: they count
+/// while some binding selects the pod).
+static SELECTING: std::sync::LazyLock<Vec<ObjectKey>> =
+    std::sync::LazyLock::new(|| vec![("team".to_owned(), "app-binding".to_owned())]);
+
 fn inputs(assigned: &[AzureAssignedIdentity]) -> StandardInputs<'_> {
     StandardInputs {
         node: NODE,
@@ -72,8 +78,21 @@ fn inputs(assigned: &[AzureAssignedIdentity]) -> StandardInputs<'_> {
         pod_name: "app",
         assigned,
         force_namespaced: false,
-        selected_by_binding: true,
+        selecting_bindings: &SELECTING,
     }
+}
+
+/// An assignment made for the binding `team/<binding>`.
+fn assigned_for(
+    binding: &str,
+    identity: &AzureIdentity,
+    state: Option<AssignedIdentityState>,
+) -> AzureAssignedIdentity {
+    let mut aai = assigned(POD, NODE, identity, state);
+    let mut made_for = podid_api::AzureIdentityBinding::new(binding, Default::default());
+    made_for.metadata.namespace = Some("team".into());
+    aai.spec.azure_binding_ref = Some(made_for);
+    aai
 }
 
 fn serve(identity: &AzureIdentity) -> Decision {
@@ -271,29 +290,89 @@ fn without_any_assignment_the_pod_waits_created_attempts_then_fails() {
 }
 
 #[test]
-fn a_pod_no_binding_selects_fails_at_once_unless_something_is_being_assigned() {
+fn a_pod_no_binding_selects_fails_at_once_even_with_an_assignment_under_way() {
     let retry = RetryPolicy::default();
     let kv = identity("team", "kv", "c", false);
-    let unselected = |aais| StandardInputs {
-        selected_by_binding: false,
-        ..inputs(aais)
-    };
+    fn unselected(aais: &[AzureAssignedIdentity]) -> StandardInputs<'_> {
+        StandardInputs {
+            selecting_bindings: &[],
+            ..inputs(aais)
+        }
+    }
     assert_eq!(
         select_standard(&unselected(&[]), &RequestedIdentity::Unspecified, retry, 0),
         Decision::Fail(SelectionError::NoIdentity {
             pod: "team/app".into()
         })
     );
-    // An assignment already under way is still waited for: the binding may have gone while
-    // the controller finishes.
-    let aais = [assigned(POD, NODE, &kv, CREATED)];
+    // An assignment under way or done no longer counts once nothing selects the pod: the
+    // controller will remove it, and a cached token must not outlive the binding.
+    for state in [CREATED, ASSIGNED] {
+        let aais = [assigned(POD, NODE, &kv, state)];
+        assert!(matches!(
+            select_standard(
+                &unselected(&aais),
+                &RequestedIdentity::Unspecified,
+                retry,
+                0
+            ),
+            Decision::Fail(SelectionError::NoIdentity { .. })
+        ));
+    }
+}
+
+#[test]
+fn an_assignment_is_served_only_while_its_own_binding_selects_the_pod() {
+    let retry = RetryPolicy::default();
+    let kv = identity("team", "kv", "c", false);
+    let aais = [assigned_for("app-binding", &kv, ASSIGNED)];
     assert_eq!(
-        select_standard(
-            &unselected(&aais),
-            &RequestedIdentity::Unspecified,
-            retry,
-            0
-        ),
+        select_standard(&inputs(&aais), &RequestedIdentity::Unspecified, retry, 0),
+        serve(&kv)
+    );
+    // The label now names another binding: not served (that binding may bring its own
+    // assignment, so the pod waits for it).
+    let elsewhere = [("team".to_owned(), "other-binding".to_owned())];
+    let relabelled = StandardInputs {
+        selecting_bindings: &elsewhere,
+        ..inputs(&aais)
+    };
+    assert_eq!(
+        select_standard(&relabelled, &RequestedIdentity::Unspecified, retry, 0),
+        Decision::Wait(retry.interval)
+    );
+    // The binding was deleted and nothing else selects the pod: refused at once.
+    let deleted = StandardInputs {
+        selecting_bindings: &[],
+        ..inputs(&aais)
+    };
+    assert!(matches!(
+        select_standard(&deleted, &RequestedIdentity::Unspecified, retry, 0),
+        Decision::Fail(SelectionError::NoIdentity { .. })
+    ));
+}
+
+#[test]
+fn another_identity_fails_at_once_when_every_selecting_binding_has_its_assignment() {
+    let retry = RetryPolicy::default();
+    let kv = identity("team", "kv", "c", false);
+    let other = RequestedIdentity::ClientId("someone-elses".into());
+    let aais = [assigned_for("app-binding", &kv, ASSIGNED)];
+    assert!(matches!(
+        select_standard(&inputs(&aais), &other, retry, 0),
+        Decision::Fail(_)
+    ));
+    // A second binding selecting the pod has no assignment yet: it may bring that identity.
+    let two = [
+        ("team".to_owned(), "app-binding".to_owned()),
+        ("team".to_owned(), "second-binding".to_owned()),
+    ];
+    let waiting = StandardInputs {
+        selecting_bindings: &two,
+        ..inputs(&aais)
+    };
+    assert_eq!(
+        select_standard(&waiting, &other, retry, 0),
         Decision::Wait(retry.interval)
     );
 }

@@ -5,24 +5,31 @@ mod answer;
 mod proxy;
 mod token;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use axum::Router;
-use axum::body::to_bytes;
-use axum::extract::{ConnectInfo, Request, State};
-use axum::response::Response;
+use http_body_util::{BodyExt, Limited};
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::header::HeaderMap;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use kube::Client;
 use podid_azure::credential::ImdsClient;
 use podid_azure::http::{HttpError, HttpOptions};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use url::Url;
 
+use self::answer::Answer;
 use crate::metrics::Metrics;
 use crate::reply::ErrorReply;
-use crate::request::{Listener, RawRequest, Route, RouteOptions, route};
+use crate::request::{Listener, PodName, RawRequest, Route, RouteOptions, TokenQuery, route};
 use crate::selection::RetryPolicy;
 use crate::state::{Mode, NodeState};
 use crate::tokens::cache::REFRESH_MARGIN;
@@ -76,8 +83,6 @@ pub struct Listeners {
 pub enum ServerError {
     #[error("building an HTTP client: {0}")]
     Http(#[from] HttpError),
-    #[error("serving HTTP: {0}")]
-    Serve(#[from] std::io::Error),
 }
 
 /// Everything a request reads.
@@ -99,7 +104,10 @@ impl App {
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, ServerError> {
         let metrics = Arc::new(Metrics::new());
-        let imds = ImdsClient::new(&settings.http, settings.imds_endpoint.clone())?;
+        // One IMDS client (no proxy, no redirects) for tokens and the proxy: one pool, one TLS
+        // setup (each reqwest client loads the root certificates).
+        let imds_http = settings.http.imds_client()?;
+        let imds = ImdsClient::with_client(imds_http.clone(), settings.imds_endpoint.clone());
         let fetcher = Fetcher::new(
             imds,
             settings.http.https_client()?,
@@ -111,8 +119,7 @@ impl App {
             state: NodeState::new(&settings.node, settings.mode),
             cache: TokenCache::new(clock.clone(), REFRESH_MARGIN),
             fetcher,
-            // The IMDS client's settings: no proxy, no redirects; reqwest keeps connections.
-            proxy: settings.http.imds_client()?,
+            proxy: imds_http,
             metrics,
             clock,
             active: AtomicBool::new(false),
@@ -145,25 +152,22 @@ impl App {
         kube: Client,
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServerError> {
+    ) {
         let watches = tokio::spawn(self.state.clone().run_watches(kube));
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let serve = |listener: TcpListener, kind: Listener| {
-            let router = Router::new()
-                .fallback(handle)
-                .with_state((self.clone(), kind));
-            let mut stopped = stopped.clone();
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            })
-        };
+        let (stop, stopped) = watch::channel(false);
         // The probe and metrics answer while the watches list; token requests wait for them.
-        let probe = tokio::spawn(serve(listeners.probe, Listener::Probe).into_future());
-        let metrics = tokio::spawn(serve(listeners.metrics, Listener::Metrics).into_future());
+        let probe = tokio::spawn(serve_listener(
+            self.clone(),
+            listeners.probe,
+            Listener::Probe,
+            stopped.clone(),
+        ));
+        let metrics = tokio::spawn(serve_listener(
+            self.clone(),
+            listeners.metrics,
+            Listener::Metrics,
+            stopped.clone(),
+        ));
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop.send(true);
@@ -174,28 +178,142 @@ impl App {
             _ = stopping.wait_for(|stop| *stop) => {}
         }
         tracing::info!(node = %self.settings.node, "state synced; serving tokens");
-        let metadata = serve(listeners.metadata, Listener::Metadata).into_future();
-        let host = serve(listeners.host, Listener::Host).into_future();
-        let (metadata, host) = tokio::join!(metadata, host);
+        let metadata = serve_listener(
+            self.clone(),
+            listeners.metadata,
+            Listener::Metadata,
+            stopped.clone(),
+        );
+        let host = serve_listener(self.clone(), listeners.host, Listener::Host, stopped);
+        tokio::join!(metadata, host);
         watches.abort();
-        let joined = |result: Result<std::io::Result<()>, tokio::task::JoinError>| {
-            result.unwrap_or_else(|e| Err(std::io::Error::other(e)))
-        };
-        metadata?;
-        host?;
-        joined(probe.await)?;
-        joined(metrics.await)?;
-        Ok(())
+        let _ = tokio::join!(probe, metrics);
     }
 }
 
-type Context = (Arc<App>, Listener);
+/// Accepts connections on `listener` until `stopped`, then closes idle connections, lets the
+/// requests in flight finish and returns once every connection is done.
+async fn serve_listener(
+    app: Arc<App>,
+    listener: TcpListener,
+    kind: Listener,
+    mut stopped: watch::Receiver<bool>,
+) {
+    // Each connection holds a receiver; `closed()` completes when the last one is dropped.
+    let (connections, _) = watch::channel(());
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = until_stopped(&mut stopped) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) if is_connection_error(&error) => continue,
+            Err(error) => {
+                // Out of file descriptors or similar: give the system time, as hyper advises.
+                tracing::error!(%error, ?kind, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        // One write per answer: nothing gains from Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let stopped = stopped.clone();
+        let done = connections.subscribe();
+        tokio::spawn(async move {
+            serve_connection(app, kind, stream, peer, stopped).await;
+            drop(done);
+        });
+    }
+    drop(listener);
+    connections.closed().await;
+}
 
-async fn handle(
-    State((app, listener)): State<Context>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Response {
+async fn until_stopped(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+fn is_connection_error(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        error.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
+}
+
+/// HTTP/1.1 on one connection (IMDS speaks nothing else), until the client closes it or NMI
+/// stops. A request is dropped when its client goes away, which ends any wait it is in.
+async fn serve_connection(
+    app: Arc<App>,
+    kind: Listener,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let service = service_fn(move |request| respond(&app, kind, peer, request));
+    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = until_stopped(&mut stopped) => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+/// What a request needs once routed. Routing runs as the request arrives, before anything
+/// waits, so the request (whose head shares the connection's read buffer) is dropped at once
+/// and the buffer is reused for the next request instead of grown.
+enum Work {
+    Done(Answer),
+    Token(TokenQuery, String),
+    HostToken(PodName, TokenQuery, String),
+    Proxy {
+        method: String,
+        path_and_query: String,
+        headers: HeaderMap,
+        body: Incoming,
+    },
+}
+
+fn respond(
+    app: &Arc<App>,
+    kind: Listener,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> impl Future<Output = Result<Answer, Infallible>> + use<> {
+    let work = route_request(app, kind, request);
+    let app = app.clone();
+    async move {
+        Ok(match work {
+            Work::Done(answer) => answer,
+            Work::Token(query, path) => token::pod_token(&app, peer.ip(), query, &path).await,
+            Work::HostToken(pod, query, path) => token::host_token(&app, pod, query, &path).await,
+            Work::Proxy {
+                method,
+                path_and_query,
+                headers,
+                body,
+            } => match Limited::new(body, MAX_BODY_BYTES).collect().await {
+                Ok(body) => {
+                    let imds = &app.settings.imds_endpoint;
+                    let body = body.to_bytes();
+                    proxy::forward(&app.proxy, imds, &method, &path_and_query, &headers, body).await
+                }
+                Err(_) => answer::error(&ErrorReply::invalid_request(
+                    "the request body is too large or unreadable",
+                )),
+            },
+        })
+    }
+}
+
+fn route_request(app: &App, kind: Listener, request: Request<Incoming>) -> Work {
     let (parts, body) = request.into_parts();
     let headers: Vec<(&str, &[u8])> = parts
         .headers
@@ -209,36 +327,32 @@ async fn handle(
         query: parts.uri.query().unwrap_or_default(),
         headers: &headers,
     };
-    match route(listener, app.settings.route, &raw) {
-        Err(refusal) => answer::error(&refusal.reply()),
-        Ok(Route::Redirect { location }) => answer::redirect(&location),
-        Ok(Route::Token(query)) => token::pod_token(&app, peer.ip(), query, path).await,
-        Ok(Route::HostToken { pod, query }) => token::host_token(&app, pod, query, path).await,
+    match route(kind, app.settings.route, &raw) {
+        Err(refusal) => Work::Done(answer::error(&refusal.reply())),
+        Ok(Route::Redirect { location }) => Work::Done(answer::redirect(&location)),
+        Ok(Route::Token(query)) => Work::Token(query, path.to_owned()),
+        Ok(Route::HostToken { pod, query }) => Work::HostToken(pod, query, path.to_owned()),
         Ok(Route::Proxy {
             method,
             path_and_query,
-        }) => match to_bytes(body, MAX_BODY_BYTES).await {
-            Ok(bytes) => {
-                let imds = &app.settings.imds_endpoint;
-                proxy::forward(
-                    &app.proxy,
-                    imds,
-                    &method,
-                    &path_and_query,
-                    &parts.headers,
-                    bytes,
-                )
-                .await
+        }) => {
+            drop(headers);
+            Work::Proxy {
+                method,
+                path_and_query,
+                headers: parts.headers,
+                body,
             }
-            Err(_) => answer::error(&ErrorReply::invalid_request(
-                "the request body is too large or unreadable",
-            )),
-        },
+        }
         Ok(Route::Health) => {
             let body = if app.is_active() { ACTIVE } else { NOT_ACTIVE };
-            answer::text(200, "text/plain; charset=utf-8", body.to_owned())
+            Work::Done(answer::text(
+                200,
+                "text/plain; charset=utf-8",
+                body.to_owned(),
+            ))
         }
-        Ok(Route::Metrics) => match app.metrics.encode() {
+        Ok(Route::Metrics) => Work::Done(match app.metrics.encode() {
             Ok(text) => answer::text(
                 200,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -249,6 +363,6 @@ async fn handle(
                 crate::reply::ErrorCode::ServerError,
                 "encoding the metrics failed",
             )),
-        },
+        }),
     }
 }

@@ -1,12 +1,13 @@
 //! Every other IMDS path goes to the configured IMDS unchanged: method, raw path and query,
 //! headers (but hop-by-hop ones and `Host`) and body; the answer comes back as IMDS gave it.
 
-use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, HeaderName, header};
-use axum::response::Response;
+use http_body_util::Full;
+use hyper::Response;
+use hyper::body::Bytes;
+use hyper::header::{self, HeaderMap, HeaderName};
 use url::Url;
 
-use super::answer;
+use super::answer::{self, Answer};
 use crate::reply::{ErrorCode, ErrorReply};
 
 /// Request bodies IMDS takes are tiny; anything larger is refused rather than buffered.
@@ -41,7 +42,7 @@ pub async fn forward(
     path_and_query: &str,
     headers: &HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Answer {
     let Ok(method) = reqwest::Method::from_bytes(method.as_bytes()) else {
         return answer::error(&ErrorReply::invalid_request("invalid method"));
     };
@@ -70,7 +71,7 @@ pub async fn forward(
         Ok(body) => body,
         Err(error) => return failed(error),
     };
-    let mut response = Response::new(Body::from(body));
+    let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
     *response.headers_mut() = upstream_headers;
     response

@@ -1,88 +1,84 @@
 //! A token request: who calls (by source IP, or named on the host listener), which identity
 //! answers (the core's selection, re-run on every request against the current state), then
 //! the token from the cache or from IMDS/Entra ID.
+//!
+//! A cached token is the common answer, so that path copies nothing it can share: the pod
+//! and its assignments are read in place, the answer's body is prepared once per token, and a
+//! served token is logged at debug only (a line per request cost a third of an answer).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
-use axum::response::Response;
 use podid_api::names::POD_LABEL_KEY;
 use tokio::time::sleep_until;
 
-use super::{App, answer};
+use super::App;
+use super::answer::{self, Answer};
 use crate::metrics::{KubeOperation, RequestLabels};
 use crate::pods::{POD_LOOKUP_ATTEMPTS, POD_LOOKUP_INTERVAL, PodFacts, exception_for};
 use crate::reply::ErrorReply;
 use crate::request::{PodName, TokenQuery};
-use crate::response::{TokenContext, host_token_body, token_body};
 use crate::selection::{
-    Decision, Selected, StandardInputs, TokenSource, pass_through, select_managed, select_standard,
+    Decision, Selected, SelectionError, StandardInputs, TokenSource, pass_through, select_managed,
+    select_standard,
 };
 use crate::state::Mode;
-use crate::tokens::{CacheKey, Lookup, Tokens};
-
-/// Who is asking and for what, once known.
-struct Served {
-    namespace: String,
-    response: Response,
-}
+use crate::tokens::{CacheKey, Lookup};
 
 /// `/metadata/identity/oauth2/token` from the pod holding `source`.
-pub async fn pod_token(app: &App, source: IpAddr, query: TokenQuery, path: &str) -> Response {
+pub async fn pod_token(app: &App, source: IpAddr, query: TokenQuery, path: &str) -> Answer {
     let started = Instant::now();
-    let served = match find_pod_by_ip(app, source).await {
-        Err(reply) => Served {
-            namespace: String::new(),
-            response: answer::error(&reply),
-        },
+    let (namespace, answer) = match find_pod_by_ip(app, source).await {
+        Err(reply) => (String::new(), answer::error(&reply)),
         Ok(pod) => {
-            let response = match choose_source(app, &pod, &query, true).await {
+            let answer = match choose_source(app, &pod, &query, true).await {
                 Ok(source) => token(app, &pod, &source, &query, false).await,
                 Err(reply) => answer::error(&reply),
             };
-            Served {
-                namespace: pod.namespace,
-                response,
-            }
+            (pod.namespace.clone(), answer)
         }
     };
-    record(app, path, &query, started, served)
+    record(app, path, query, started, namespace, answer)
 }
 
 /// `/host/token` on behalf of a pod named in the headers: no exceptions, no Retry-After
 /// (upstream's host rules).
-pub async fn host_token(app: &App, pod: PodName, query: TokenQuery, path: &str) -> Response {
+pub async fn host_token(app: &App, pod: PodName, query: TokenQuery, path: &str) -> Answer {
     let started = Instant::now();
-    let response = match app.state.pod_by_name(&pod.namespace, &pod.name) {
+    let answer = match app.state.pod_by_name(&pod.namespace, &pod.name) {
         Err(error) => answer::error(&error.reply()),
         Ok(facts) => match choose_source(app, &facts, &query, false).await {
             Ok(source) => token(app, &facts, &source, &query, true).await,
             Err(reply) => answer::error(&reply),
         },
     };
-    let served = Served {
-        namespace: pod.namespace,
-        response,
-    };
-    record(app, path, &query, started, served)
+    record(app, path, query, started, pod.namespace, answer)
 }
 
-fn record(app: &App, path: &str, query: &TokenQuery, started: Instant, served: Served) -> Response {
+fn record(
+    app: &App,
+    path: &str,
+    query: TokenQuery,
+    started: Instant,
+    namespace: String,
+    answer: Answer,
+) -> Answer {
     app.metrics.request(
         RequestLabels {
             operation_type: path.to_owned(),
-            status_code: served.response.status().as_u16().to_string(),
-            namespace: served.namespace,
-            resource: query.resource.clone(),
+            status_code: answer.status().as_str().to_owned(),
+            namespace,
+            resource: query.resource,
         },
         started.elapsed(),
     );
-    served.response
+    answer
 }
 
 /// The one pod holding `source`, looking again while the pod watch may lag behind a pod that
 /// just started (woken early by any change).
-async fn find_pod_by_ip(app: &App, source: IpAddr) -> Result<PodFacts, ErrorReply> {
+async fn find_pod_by_ip(app: &App, source: IpAddr) -> Result<Arc<PodFacts>, ErrorReply> {
     let mut changes = app.state.changes();
     let mut attempt = 1;
     loop {
@@ -128,8 +124,6 @@ async fn choose_source(
     };
     match selected {
         Ok(selected) => {
-            // Debug: "token served" is the one info line per request (each line is a write
-            // to stderr, a third of a cached answer's cost when two were written).
             tracing::debug!(pod = %pod.key(), identity = %selected.identity, "identity selected");
             Ok(selected.source)
         }
@@ -143,32 +137,38 @@ async fn choose_source(
 /// Standard mode: the core's looks, the next one at each interval or as soon as the watched
 /// state changes (an AzureAssignedIdentity turning `Assigned` answers at once). The number of
 /// intervals, hence the longest wait, is upstream's. Dropping the future (the client went
-/// away) ends the wait.
+/// away) ends the wait; `nmi_requests_waiting_for_assignment` counts the requests in it.
 async fn select_waiting(
     app: &App,
     pod: &PodFacts,
     query: &TokenQuery,
-) -> Result<Selected, crate::selection::SelectionError> {
+) -> Result<Selected, SelectionError> {
     let mut changes = app.state.changes();
     let interval = app.settings.retry.interval;
+    let label = pod.labels.get(POD_LABEL_KEY).map_or("", String::as_str);
     let mut attempt = 0;
     let mut next_look = tokio::time::Instant::now() + interval;
+    let mut waiting = None;
     loop {
-        let assigned = app.state.assigned_to(&pod.namespace, &pod.name);
-        let inputs = StandardInputs {
-            node: app.state.node(),
-            pod_namespace: &pod.namespace,
-            pod_name: &pod.name,
-            assigned: &assigned,
-            force_namespaced: app.settings.force_namespaced,
-            selected_by_binding: app
-                .state
-                .is_selected(pod.labels.get(POD_LABEL_KEY).map_or("", String::as_str)),
-        };
-        match select_standard(&inputs, &query.identity, app.settings.retry, attempt) {
+        let selecting_bindings = app.state.bindings_selecting(label);
+        let decision = app
+            .state
+            .with_assigned(&pod.namespace, &pod.name, |assigned| {
+                let inputs = StandardInputs {
+                    node: app.state.node(),
+                    pod_namespace: &pod.namespace,
+                    pod_name: &pod.name,
+                    assigned,
+                    force_namespaced: app.settings.force_namespaced,
+                    selecting_bindings: &selecting_bindings,
+                };
+                select_standard(&inputs, &query.identity, app.settings.retry, attempt)
+            });
+        match decision {
             Decision::Serve(selected) => return Ok(selected),
             Decision::Fail(error) => return Err(error),
             Decision::Wait(_) => {
+                waiting.get_or_insert_with(|| app.metrics.waiting());
                 tokio::select! {
                     changed = changes.changed() => {
                         // The state's sender lives as long as the agent; without it only the
@@ -196,11 +196,13 @@ async fn token(
     source: &TokenSource,
     query: &TokenQuery,
     host: bool,
-) -> Response {
+) -> Answer {
     let key = CacheKey::new(source, &query.resource);
+    // Boxed: the fetch's state is large and rarely needed, and this future is kept per
+    // connection while the request lasts.
     let fetched = app
         .cache
-        .get_or_fetch(key, || app.fetcher.fetch(source, &query.resource))
+        .get_or_fetch(key, || Box::pin(app.fetcher.fetch(source, &query.resource)))
         .await;
     match fetched {
         Ok((tokens, lookup)) => {
@@ -208,28 +210,15 @@ async fn token(
                 Lookup::Hit => app.metrics.cache_hit(),
                 Lookup::Miss => app.metrics.cache_miss(),
             }
-            tracing::info!(pod = %pod.key(), resource = %query.resource, ?lookup, "token served");
-            answer::json(200, body(app, &tokens, source, query, host))
+            tracing::debug!(pod = %pod.key(), resource = %query.resource, ?lookup, "token served");
+            let now = app.clock.now();
+            let body = if host {
+                tokens.answer().host_body(now)
+            } else {
+                tokens.answer().token_body(now)
+            };
+            answer::json(200, body)
         }
         Err(error) => answer::error(&error.reply()),
-    }
-}
-
-fn body(
-    app: &App,
-    tokens: &Tokens,
-    source: &TokenSource,
-    query: &TokenQuery,
-    host: bool,
-) -> String {
-    let context = TokenContext {
-        resource: &query.resource,
-        client_id: source.client_id(),
-        now: app.clock.now(),
-    };
-    if host {
-        host_token_body(&tokens.primary, &context)
-    } else {
-        token_body(&tokens.primary, &tokens.auxiliary, &context)
     }
 }

@@ -47,7 +47,9 @@ pub fn pod_facts(pod: &Pod) -> PodFacts {
 }
 
 /// Drops what no decision reads and can be large: managed fields and annotations other than
-/// the namespaced-behaviour one, here and in the embedded identity and binding.
+/// the namespaced-behaviour one, here and in the embedded identity; of the embedded binding
+/// only its namespace and name are kept (whether it still selects the pod is checked against
+/// the binding watch).
 pub fn strip_assigned(mut aai: AzureAssignedIdentity) -> AzureAssignedIdentity {
     aai.metadata.managed_fields = None;
     aai.metadata.annotations = None;
@@ -57,7 +59,15 @@ pub fn strip_assigned(mut aai: AzureAssignedIdentity) -> AzureAssignedIdentity {
             annotations.retain(|key, _| key == podid_api::names::BEHAVIOR_ANNOTATION);
         }
     }
-    aai.spec.azure_binding_ref = None;
+    if let Some(binding) = aai.spec.azure_binding_ref.as_mut() {
+        binding.metadata = kube::api::ObjectMeta {
+            namespace: binding.metadata.namespace.take(),
+            name: binding.metadata.name.take(),
+            ..Default::default()
+        };
+        binding.spec = Default::default();
+        binding.status = None;
+    }
     aai
 }
 

@@ -115,14 +115,21 @@ impl NodeState {
     }
 
     /// The caller holding `source`, with the core's rules ([`crate::pods::pod_by_ip`]) applied
-    /// to the few pods filed under that IP.
-    pub fn pod_by_ip(&self, source: IpAddr) -> Result<PodFacts, PodLookupError> {
-        let holders: Vec<PodFacts> = read(&self.pods)
-            .lookup(&source.to_canonical())
+    /// to the few pods filed under that IP. Shared, not copied: this runs on every request.
+    pub fn pod_by_ip(&self, source: IpAddr) -> Result<Arc<PodFacts>, PodLookupError> {
+        let pods = read(&self.pods);
+        let holders: Vec<&Arc<PodFacts>> = pods.filed_under(&source.to_canonical()).collect();
+        if let [only] = holders.as_slice() {
+            return crate::pods::pod_by_ip(source, std::slice::from_ref(&***only))
+                .map(|_| Arc::clone(only));
+        }
+        let copies: Vec<PodFacts> = holders.iter().map(|pod| (***pod).clone()).collect();
+        let found = crate::pods::pod_by_ip(source, &copies)?;
+        let at = copies
             .iter()
-            .map(|pod| (**pod).clone())
-            .collect();
-        crate::pods::pod_by_ip(source, &holders).cloned()
+            .position(|pod| std::ptr::eq(pod, found))
+            .unwrap_or_default();
+        Ok(Arc::clone(holders[at]))
     }
 
     /// The pod called `namespace/name` on this node, whatever its phase.
@@ -145,10 +152,44 @@ impl NodeState {
         cloned(read(&self.assigned).lookup(&(namespace.to_owned(), name.to_owned())))
     }
 
+    /// `decide` applied to the AzureAssignedIdentities recorded for the pod, read in place
+    /// (under the store's read lock, so `decide` must not wait).
+    pub fn with_assigned<R>(
+        &self,
+        namespace: &str,
+        name: &str,
+        decide: impl FnOnce(&[AzureAssignedIdentity]) -> R,
+    ) -> R {
+        let assigned = read(&self.assigned);
+        let key = (namespace.to_owned(), name.to_owned());
+        let mut recorded = assigned.filed_under(&key);
+        match (recorded.next(), recorded.next()) {
+            (None, _) => decide(&[]),
+            (Some(only), None) => decide(std::slice::from_ref(&**only)),
+            (Some(first), Some(second)) => {
+                let all: Vec<AzureAssignedIdentity> = [first, second]
+                    .into_iter()
+                    .chain(recorded)
+                    .map(|aai| (**aai).clone())
+                    .collect();
+                decide(&all)
+            }
+        }
+    }
+
     /// Whether some AzureIdentityBinding selects pods labelled `aadpodidbinding: <label>`
     /// (standard mode; an empty label selects nothing, as the controller matches).
     pub fn is_selected(&self, label: &str) -> bool {
-        !label.is_empty() && !read(&self.selectors).lookup(&label.to_owned()).is_empty()
+        !self.bindings_selecting(label).is_empty()
+    }
+
+    /// The AzureIdentityBindings (namespace, name) that select pods labelled
+    /// `aadpodidbinding: <label>` now (standard mode).
+    pub fn bindings_selecting(&self, label: &str) -> Vec<ObjectKey> {
+        if label.is_empty() {
+            return Vec::new();
+        }
+        read(&self.selectors).keys_under(&label.to_owned())
     }
 
     pub fn bindings_in(&self, namespace: &str) -> Vec<AzureIdentityBinding> {

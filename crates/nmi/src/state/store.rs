@@ -90,12 +90,27 @@ impl<V, I: Hash + Eq + Clone> Store<V, I> {
 
     /// The values filed under `index_key`, in object-key order.
     pub fn lookup(&self, index_key: &I) -> Vec<Arc<V>> {
+        self.filed_under(index_key).cloned().collect()
+    }
+
+    /// The keys of the objects filed under `index_key`, in order.
+    pub fn keys_under(&self, index_key: &I) -> Vec<ObjectKey> {
         self.index
             .get(index_key)
             .into_iter()
             .flatten()
-            .filter_map(|key| self.objects.get(key).cloned())
+            .cloned()
             .collect()
+    }
+
+    /// [`Store::lookup`] without collecting: the request path reads the usual single value
+    /// in place.
+    pub fn filed_under(&self, index_key: &I) -> impl Iterator<Item = &Arc<V>> {
+        self.index
+            .get(index_key)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.objects.get(key))
     }
 }
 

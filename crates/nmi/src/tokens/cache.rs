@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use podid_azure::credential::IdentitySelector;
@@ -69,7 +69,13 @@ pub enum Lookup {
     Miss,
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<Arc<Tokens>>>>;
+/// One key's tokens. A hit only reads `cached` (no waiting, no task switch); a miss takes
+/// `fetching` first, so requests for a key being fetched wait for that one fetch.
+#[derive(Default)]
+struct Slot {
+    cached: RwLock<Option<Arc<Tokens>>>,
+    fetching: tokio::sync::Mutex<()>,
+}
 
 pub struct TokenCache {
     slots: Mutex<Slots>,
@@ -79,7 +85,7 @@ pub struct TokenCache {
 
 #[derive(Default)]
 struct Slots {
-    by_key: HashMap<CacheKey, Slot>,
+    by_key: HashMap<CacheKey, Arc<Slot>>,
     /// The next sweep for stale slots comes when this many are held: twice as many as the last
     /// sweep left, so sweeping costs O(1) per new key (a sweep per new key made every cache
     /// miss O(keys)).
@@ -108,35 +114,46 @@ impl TokenCache {
         Fut: Future<Output = Result<Tokens, E>>,
     {
         let slot = self.slot(key);
-        let mut cached = slot.lock().await;
-        if let Some(tokens) = cached.as_ref().filter(|tokens| self.is_fresh(tokens)) {
-            return Ok((tokens.clone(), Lookup::Hit));
+        if let Some(tokens) = self.fresh(&slot) {
+            return Ok((tokens, Lookup::Hit));
+        }
+        let _fetching = slot.fetching.lock().await;
+        // Another request may have fetched while this one waited for its turn.
+        if let Some(tokens) = self.fresh(&slot) {
+            return Ok((tokens, Lookup::Hit));
         }
         let tokens = Arc::new(fetch().await?);
-        *cached = Some(tokens.clone());
+        *slot.cached.write().unwrap_or_else(|p| p.into_inner()) = Some(tokens.clone());
         Ok((tokens, Lookup::Miss))
     }
 
+    fn fresh(&self, slot: &Slot) -> Option<Arc<Tokens>> {
+        slot.cached
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|tokens| self.is_fresh(tokens))
+            .cloned()
+    }
+
     fn is_fresh(&self, tokens: &Tokens) -> bool {
-        let now = self.clock.now();
-        std::iter::once(&tokens.primary)
-            .chain(&tokens.auxiliary)
-            .all(|token| token.is_fresh(now, self.margin))
+        tokens.is_fresh(self.clock.now(), self.margin)
     }
 
     /// The slot of `key`. Adding a key may first drop the slots that hold nothing fresh and
     /// that no request is using (see [`Slots::sweep_at`]), so the cache holds at most twice
     /// the tokens still worth serving.
-    fn slot(&self, key: CacheKey) -> Slot {
+    fn slot(&self, key: CacheKey) -> Arc<Slot> {
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(slot) = slots.by_key.get(&key) {
             return slot.clone();
         }
         if slots.by_key.len() >= slots.sweep_at {
-            slots.by_key.retain(|_, slot| match slot.try_lock() {
-                Ok(cached) => cached.as_ref().is_some_and(|tokens| self.is_fresh(tokens)),
-                Err(_) => true,
-            });
+            // A slot a request holds (it is fetching or about to) is in use: the map's is the
+            // only other reference.
+            slots
+                .by_key
+                .retain(|_, slot| Arc::strong_count(slot) > 1 || self.fresh(slot).is_some());
             slots.sweep_at = 2 * slots.by_key.len();
         }
         slots.by_key.entry(key).or_default().clone()
@@ -179,10 +196,12 @@ mod tests {
             json!({"access_token": "t", "expires_on": expires_on.to_string()}),
         )
         .unwrap();
-        Tokens {
-            primary: Token::from_fields(fields, UNIX_EPOCH).unwrap(),
-            auxiliary: Vec::new(),
-        }
+        Tokens::new(
+            &Token::from_fields(fields, UNIX_EPOCH).unwrap(),
+            &[],
+            "r",
+            None,
+        )
     }
 
     fn key(resource: &str) -> CacheKey {

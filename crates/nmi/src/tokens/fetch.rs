@@ -100,10 +100,7 @@ impl Fetcher {
                 .imds
                 .token(selector, resource)
                 .await
-                .map(|primary| Tokens {
-                    primary,
-                    auxiliary: Vec::new(),
-                })
+                .map(|primary| Tokens::new(&primary, &[], resource, source.client_id()))
                 .map_err(FetchError::from),
             TokenSource::ClientSecret(sp) => self.client_secret(sp, resource).await,
             TokenSource::ClientCertificate(sp) => self.client_certificate(sp, resource).await,
@@ -189,7 +186,12 @@ impl Fetcher {
         for tenant in &sp.auxiliary_tenant_ids {
             auxiliary.push(credential(tenant).token(resource).await?);
         }
-        Ok(Tokens { primary, auxiliary })
+        Ok(Tokens::new(
+            &primary,
+            &auxiliary,
+            resource,
+            Some(&sp.client_id),
+        ))
     }
 
     async fn read_secret(&self, reference: &SecretRef) -> Result<Secret, FetchError> {

@@ -18,7 +18,8 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use podid_api::{
     AssignedIdentityState, AzureAssignedIdentity, AzureAssignedIdentitySpec,
-    AzureAssignedIdentityStatus, AzureIdentity, AzureIdentitySpec,
+    AzureAssignedIdentityStatus, AzureIdentity, AzureIdentityBinding, AzureIdentityBindingSpec,
+    AzureIdentitySpec,
 };
 use podid_azure::http::HttpOptions;
 use podid_emulator::testing::{Emulator, NODE_RG, OTHER_TENANT, TENANT, uami_id};
@@ -235,7 +236,7 @@ impl Nmi {
             let _ = stopped.await;
         }));
         let served = tokio::spawn(async move {
-            served.await.unwrap().expect("NMI serves until stopped");
+            served.await.expect("NMI serves until stopped");
         });
         Self {
             emu,
@@ -334,7 +335,9 @@ impl Nmi {
     }
 
     /// Writes an AzureAssignedIdentity as upstream's MIC does (name `<pod>-<ns>-<identity>`,
-    /// label `nodename`, the identity embedded) with `state`, and waits until NMI has it.
+    /// label `nodename`, the identity and the binding embedded) with `state`, and waits until
+    /// NMI has it. The binding (selector: the pod's `aadpodidbinding` label) is created first
+    /// when the pod has that label, as it exists whenever MIC assigns.
     pub async fn assign(
         &self,
         pod: &TestPod,
@@ -344,10 +347,12 @@ impl Nmi {
         let identity_name = identity.metadata.name.clone().unwrap();
         let name =
             podid_api::names::assigned_identity_name(&pod.name, &pod.namespace, &identity_name);
+        let binding = self.binding_for(pod, &identity_name).await;
         let mut aai = AzureAssignedIdentity::new(
             &name,
             AzureAssignedIdentitySpec {
                 azure_identity_ref: Some(identity.clone()),
+                azure_binding_ref: binding,
                 pod: Some(pod.name.clone()),
                 pod_namespace: Some(pod.namespace.clone()),
                 node_name: Some(self.node.clone()),
@@ -363,6 +368,52 @@ impl Nmi {
             self.wait_assigned_count(pod, |n| n > 0).await;
         }
         name
+    }
+
+    /// The binding of `identity_name` selecting the pod's `aadpodidbinding` label in this
+    /// test's namespace: the test's own if it made one, else created (NMI has seen it on
+    /// return); `None` for an unlabelled or absent pod, as MIC records no binding for those.
+    async fn binding_for(
+        &self,
+        pod: &TestPod,
+        identity_name: &str,
+    ) -> Option<AzureIdentityBinding> {
+        let pods = Api::<Pod>::namespaced(self.client(), &pod.namespace);
+        let labels = pods.get_opt(&pod.name).await.unwrap()?.metadata.labels?;
+        let label = labels.get(podid_api::names::POD_LABEL_KEY)?.clone();
+        let api = Api::<AzureIdentityBinding>::namespaced(self.client(), self.ns());
+        let existing = api.list(&Default::default()).await.unwrap().items;
+        let binding = match existing.into_iter().find(|b| {
+            b.spec.azure_identity.as_deref() == Some(identity_name)
+                && b.spec.selector.as_deref() == Some(label.as_str())
+        }) {
+            Some(binding) => binding,
+            None => {
+                let mut binding = AzureIdentityBinding::new(
+                    &format!("{identity_name}-{}", label.to_lowercase()),
+                    AzureIdentityBindingSpec {
+                        azure_identity: Some(identity_name.to_owned()),
+                        selector: Some(label.clone()),
+                        ..AzureIdentityBindingSpec::default()
+                    },
+                );
+                binding.metadata.namespace = Some(self.ns().to_owned());
+                api.create(&PostParams::default(), &binding).await.unwrap()
+            }
+        };
+        let app = self.app.clone();
+        let key = (self.ns().to_owned(), binding.metadata.name.clone().unwrap());
+        wait_for("NMI sees the binding", WAIT, || {
+            let (app, key, label) = (app.clone(), key.clone(), label.clone());
+            async move {
+                app.state()
+                    .bindings_selecting(&label)
+                    .contains(&key)
+                    .then_some(())
+            }
+        })
+        .await;
+        Some(binding)
     }
 
     /// Sets `status.status` of an AzureAssignedIdentity and waits until NMI sees it.
@@ -583,4 +634,15 @@ pub fn short_wait(settings: &mut Settings) {
     settings.retry.created_attempts = 1;
     settings.retry.assigned_attempts = 1;
     settings.retry.interval = Duration::from_millis(20);
+}
+
+impl TestPod {
+    /// A raw TCP connection to NMI's pods' port from the pod's IP.
+    pub async fn connect(&self) -> tokio::net::TcpStream {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket
+            .bind(SocketAddr::new(IpAddr::V4(self.ip), 0))
+            .unwrap();
+        socket.connect(self.metadata).await.unwrap()
+    }
 }
