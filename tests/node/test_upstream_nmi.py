@@ -110,10 +110,11 @@ def imds_tokens(lab, where) -> int:
 
 
 def pod_identity_tokens(lab) -> int:
-    """IMDS token calls for any identity but the kubelet's and DEMO's: MIC signs in as the kubelet
-    identity through NMI's MIC exception and the demo app asks for DEMO's token every few seconds;
-    upstream's NMI caches nothing, so each of those reaches IMDS."""
-    return imds_tokens(lab, lambda query: KUBELET_CLIENT_ID not in query and DEMO_CLIENT_ID not in query)
+    """IMDS token calls for the identity the refused request names (ExternalDNS's). Other calls
+    go on meanwhile (MIC signs in through NMI's MIC exception, the demo app asks every few
+    seconds, and upstream's NMI caches nothing), so only this identity's count tells whether
+    the refused request reached IMDS."""
+    return imds_tokens(lab, lambda query: EXTERNAL_DNS_CLIENT_ID in query)
 
 
 def test_unbound_pod_and_other_pods_client_id_are_refused(lab, flavor):
