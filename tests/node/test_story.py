@@ -139,10 +139,14 @@ def test_tampered_rules_are_restored_within_the_resync_interval(lab):
 
 def test_with_nmi_killed_pods_fail_closed(lab):
     nmi = lab.pods_labelled("component=nmi")[0]["metadata"]["name"]
-    pid = lab.process_of(nmi, "nmi")
+    nmi_pid = lab.process_of(nmi, "nmi")
+    # Everything checked before the kill, and the request sent right after it: kubelet restarts
+    # NMI within about a second.
+    demo_pid = lab.pod_pid("demo")
+    lab.check_pod_namespace(demo_pid)
     tokens_before = lab.imds_token_count()
-    os.kill(pid, signal.SIGKILL)
-    code, body = lab.pod_token("demo", client_id=DEMO_CLIENT_ID, max_time=5)
+    os.kill(nmi_pid, signal.SIGKILL)
+    code, body = curl_in(demo_pid, token_url(DEMO_CLIENT_ID), headers={"Metadata": "true"}, max_time=5)
     # The rules stay (a killed NMI cannot remove them): the redirected connection finds no
     # listener, so the pod gets nothing, and IMDS saw nothing.
     assert code == 0, body
