@@ -20,7 +20,7 @@ use podid_api::{
     AzureAssignedIdentityStatus, AzureIdentity, AzureIdentityBinding, AzureIdentityBindingSpec,
     AzureIdentitySpec, AzurePodIdentityException, IdentityType, is_namespaced,
 };
-use podid_mic::AssignedView;
+use podid_mic::{AssignedRecord, AssignedView};
 use podid_mic::{
     MachinePolicy, MatchOptions, NodeIndex, NodeInfo, PodInfo, desired, plan_machines, reconcile,
 };
@@ -187,7 +187,7 @@ pub fn run(world: &World) {
         let info = PodInfo {
             namespace: namespace.clone(),
             name: name.clone(),
-            labels: labels.clone(),
+            label: labels.get(POD_LABEL_KEY).cloned(),
             node_name: pod.node.as_ref().map(|n| n.pick(NODES)),
             phase: podid_mic::PodPhase::parse(phase.as_deref()),
         };
@@ -362,7 +362,13 @@ pub fn check_world(objects: &Objects, force_namespaced: bool, attempt: u32) {
         let back: AzureAssignedIdentity = serde_json::from_value(json).expect("an AAI reads back");
         assert_eq!(back, resource);
     }
-    let plan = reconcile(&objects.assigned, &state);
+    let records: Vec<AssignedRecord> = objects
+        .assigned
+        .iter()
+        .cloned()
+        .map(AssignedRecord::from)
+        .collect();
+    let plan = reconcile(&records, &state);
     let _ = format!("{plan:?}");
     let views: Vec<AssignedView> = objects.assigned.iter().map(AssignedView::of).collect();
     let machines = plan_machines(&state, &views, &index, &MachinePolicy::default(), |_, _| {
@@ -451,7 +457,7 @@ pub fn check_world(objects: &Objects, force_namespaced: bool, attempt: u32) {
             .assignments
             .values()
             .filter(|a| a.pod.namespace == info.namespace && a.pod.name == info.name)
-            .map(|a| &a.identity)
+            .map(|a| a.identity.as_ref())
             .collect();
         if mine.is_empty() {
             continue;

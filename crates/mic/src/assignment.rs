@@ -1,6 +1,8 @@
 //! A desired AzureAssignedIdentity, how it is written, and when an existing object already
 //! records it.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::SecretReference;
 use kube::ResourceExt;
 use podid_api::names::{ASSIGNED_IDENTITY_FINALIZER, ASSIGNED_IDENTITY_NODE_LABEL};
@@ -11,7 +13,7 @@ use podid_api::{
 };
 
 use crate::releasing::{RELEASING_ANNOTATION, Releasing, format_releasing};
-use crate::{AssignedView, IdentityTarget, ObjectRef};
+use crate::{AssignedRecord, IdentityTarget, ObjectRef};
 
 /// One pod matched to one identity through one binding: an AzureAssignedIdentity MIC wants.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,8 +24,9 @@ pub struct Assignment {
     pub pod: ObjectRef,
     pub node: String,
     /// The identity and binding as read, embedded whole: the node agent reads the snapshot.
-    pub identity: AzureIdentity,
-    pub binding: AzureIdentityBinding,
+    /// Shared with the watch caches and every assignment of the same identity or binding.
+    pub identity: Arc<AzureIdentity>,
+    pub binding: Arc<AzureIdentityBinding>,
     pub target: IdentityTarget,
 }
 
@@ -47,14 +50,14 @@ impl Assignment {
     /// status `Created` again because the identity must be confirmed anew. An identity the
     /// old content held on its machine and this one does not is listed in the releasing
     /// annotation, so MIC still removes it later.
-    pub fn replacing(&self, current: &AzureAssignedIdentity) -> AzureAssignedIdentity {
+    pub fn replacing(&self, current: &AssignedRecord) -> AzureAssignedIdentity {
         let mut object = AzureAssignedIdentity {
-            metadata: current.metadata.clone(),
+            metadata: current.metadata(),
             spec: self.spec(),
             status: Some(created_status()),
         };
         self.label_and_finalize(&mut object);
-        let old = AssignedView::of(current);
+        let old = current.view();
         let kept = self.target.resource_id().map(|id| Releasing {
             node: self.node.clone(),
             resource_id: id.clone(),
@@ -83,26 +86,26 @@ impl Assignment {
     /// so any edit of an identity or binding, a label or annotation included, rewrote the
     /// object and reset it to `Created`, and the node agent made the pod wait again. Objects
     /// written by upstream are recognised, so a cluster moving over keeps them.
-    pub fn is_recorded_by(&self, current: &AzureAssignedIdentity) -> bool {
-        let spec = &current.spec;
-        ObjectRef::of(current) == self.object
-            && spec.pod.as_deref() == Some(self.pod.name.as_str())
-            && spec.pod_namespace.as_deref() == Some(self.pod.namespace.as_str())
-            && spec.node_name.as_deref() == Some(self.node.as_str())
-            && current.labels().get(ASSIGNED_IDENTITY_NODE_LABEL) == Some(&self.node)
-            && spec
-                .azure_identity_ref
+    pub fn is_recorded_by(&self, current: &AssignedRecord) -> bool {
+        let view = current.view();
+        view.object == self.object
+            && current.pod.as_deref() == Some(self.pod.name.as_str())
+            && current.pod_namespace.as_deref() == Some(self.pod.namespace.as_str())
+            && view.node.as_deref() == Some(self.node.as_str())
+            && current.label(ASSIGNED_IDENTITY_NODE_LABEL) == Some(self.node.as_str())
+            && current
+                .identity
                 .as_ref()
                 .is_some_and(|identity| same_identity(identity, &self.identity))
-            && spec
-                .azure_binding_ref
+            && current
+                .binding
                 .as_ref()
                 .is_some_and(|binding| same_binding(binding, &self.binding))
     }
 
     fn spec(&self) -> AzureAssignedIdentitySpec {
-        let mut identity = self.identity.clone();
-        let mut binding = self.binding.clone();
+        let mut identity = AzureIdentity::clone(&self.identity);
+        let mut binding = AzureIdentityBinding::clone(&self.binding);
         // Field-manager bookkeeping is of no use to any reader and can be most of the size.
         identity.metadata.managed_fields = None;
         binding.metadata.managed_fields = None;

@@ -1,7 +1,7 @@
 //! Existing AzureAssignedIdentities as the Azure side of MIC needs them: where the identity
 //! is, which one, and how far its assignment went.
 
-use podid_api::{AssignedIdentityState, AzureAssignedIdentity};
+use podid_api::{AssignedIdentityState, AzureAssignedIdentity, AzureIdentity};
 
 use crate::releasing::{RELEASING_ANNOTATION, Releasing, parse_releasing};
 use crate::{IdentityTarget, ObjectRef};
@@ -62,28 +62,41 @@ pub struct AssignedView {
 impl AssignedView {
     pub fn of(assigned: &AzureAssignedIdentity) -> Self {
         let identity = assigned.spec.azure_identity_ref.as_ref();
-        Self {
-            object: ObjectRef::of(assigned),
-            progress: Progress::of(
-                assigned
-                    .status
-                    .as_ref()
-                    .and_then(|status| status.status.as_ref()),
-            ),
-            node: assigned
-                .spec
-                .node_name
-                .clone()
-                .filter(|node| !node.is_empty()),
-            target: identity.and_then(|identity| IdentityTarget::of(&identity.spec).ok()),
-            client_id: identity.and_then(|identity| identity.spec.client_id.clone()),
-            releasing: assigned
+        Self::from_parts(
+            ObjectRef::of(assigned),
+            assigned
+                .status
+                .as_ref()
+                .and_then(|status| status.status.as_ref()),
+            assigned.spec.node_name.clone(),
+            identity,
+            identity.and_then(|identity| IdentityTarget::of(&identity.spec).ok()),
+            assigned
                 .metadata
                 .annotations
                 .as_ref()
                 .and_then(|annotations| annotations.get(RELEASING_ANNOTATION))
-                .map(|value| parse_releasing(value))
-                .unwrap_or_default(),
+                .map(String::as_str),
+        )
+    }
+
+    /// The view from an object's parts; `target` is that of `identity` (the caller may have
+    /// it parsed already).
+    pub(crate) fn from_parts(
+        object: ObjectRef,
+        status: Option<&AssignedIdentityState>,
+        node: Option<String>,
+        identity: Option<&AzureIdentity>,
+        target: Option<IdentityTarget>,
+        releasing: Option<&str>,
+    ) -> Self {
+        Self {
+            object,
+            progress: Progress::of(status),
+            node: node.filter(|node| !node.is_empty()),
+            target,
+            client_id: identity.and_then(|identity| identity.spec.client_id.clone()),
+            releasing: releasing.map(parse_releasing).unwrap_or_default(),
         }
     }
 

@@ -1,7 +1,9 @@
 //! The AzureAssignedIdentities MIC wants: every scheduled pod matched, through the bindings
 //! whose selector equals its `aadpodidbinding` label, to the identities those bindings name.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use kube::ResourceExt;
 use podid_api::names::assigned_identity_name;
@@ -31,13 +33,13 @@ pub struct DesiredState {
 
 /// An identity that can be assigned, with what it needs in Azure.
 struct UsableIdentity<'a> {
-    identity: &'a AzureIdentity,
+    identity: &'a Arc<AzureIdentity>,
     target: IdentityTarget,
 }
 
 /// A binding whose identity is usable.
 struct UsableBinding<'a> {
-    binding: &'a AzureIdentityBinding,
+    binding: &'a Arc<AzureIdentityBinding>,
     identity: &'a UsableIdentity<'a>,
 }
 
@@ -58,22 +60,35 @@ struct UsableBinding<'a> {
 ///   identity name in two namespaces, or names that join alike), the first in (pod, binding)
 ///   order by namespace then name wins, as upstream's sort made it for bindings;
 /// - a pod whose node is not known gets nothing (upstream dropped those creates).
-pub fn desired(
-    pods: &[PodInfo],
-    bindings: &[AzureIdentityBinding],
-    identities: &[AzureIdentity],
+///
+/// Identities and bindings may come owned or shared (`Arc`, as the controller's caches hold
+/// them); the assignments share them either way.
+pub fn desired<I, B>(
+    pods: &[impl Borrow<PodInfo>],
+    bindings: &[B],
+    identities: &[I],
     nodes: &NodeIndex,
     options: MatchOptions,
-) -> DesiredState {
+) -> DesiredState
+where
+    I: Clone + Into<Arc<AzureIdentity>>,
+    B: Clone + Into<Arc<AzureIdentityBinding>>,
+{
     let mut diagnostics = Vec::new();
+    let identities: Vec<Arc<AzureIdentity>> = identities.iter().cloned().map(Into::into).collect();
+    let bindings: Vec<Arc<AzureIdentityBinding>> =
+        bindings.iter().cloned().map(Into::into).collect();
 
     let identities: BTreeMap<ObjectRef, UsableIdentity> = identities
         .iter()
         .filter_map(|identity| match IdentityTarget::of(&identity.spec) {
-            Ok(target) => Some((ObjectRef::of(identity), UsableIdentity { identity, target })),
+            Ok(target) => Some((
+                ObjectRef::of(identity.as_ref()),
+                UsableIdentity { identity, target },
+            )),
             Err(problem) => {
                 diagnostics.push(Diagnostic::Identity {
-                    identity: ObjectRef::of(identity),
+                    identity: ObjectRef::of(identity.as_ref()),
                     problem,
                 });
                 None
@@ -88,14 +103,14 @@ pub fn desired(
         })
         .collect();
 
-    let mut sorted_bindings: Vec<&AzureIdentityBinding> = bindings.iter().collect();
-    sorted_bindings.sort_by_key(|binding| ObjectRef::of(*binding));
+    let mut sorted_bindings: Vec<&Arc<AzureIdentityBinding>> = bindings.iter().collect();
+    sorted_bindings.sort_by_key(|binding| ObjectRef::of(binding.as_ref()));
     // Every selector some binding has, usable or not: a pod matching only unusable bindings
     // is explained by the bindings' diagnostics.
     let mut selectors = BTreeSet::new();
     let mut by_selector: BTreeMap<&str, Vec<UsableBinding>> = BTreeMap::new();
     for binding in sorted_bindings {
-        let binding_ref = ObjectRef::of(binding);
+        let binding_ref = ObjectRef::of(binding.as_ref());
         let mut skip = |problem| {
             diagnostics.push(Diagnostic::Binding {
                 binding: binding_ref.clone(),
@@ -133,8 +148,9 @@ pub fn desired(
         }
     }
 
-    let mut pods: Vec<&PodInfo> = pods.iter().collect();
-    pods.sort_by_key(|pod| pod.object_ref());
+    let mut pods: Vec<&PodInfo> = pods.iter().map(Borrow::borrow).collect();
+    // Compared in place: a key built per comparison would allocate O(n log n) strings.
+    pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let mut assignments: BTreeMap<String, Assignment> = BTreeMap::new();
     for pod in pods {
         let (Some(selector), Some(node)) = (pod.selector(), pod.node()) else {
@@ -163,7 +179,7 @@ pub fn desired(
             continue;
         }
         for UsableBinding { binding, identity } in matched {
-            let binding_ref = ObjectRef::of(*binding);
+            let binding_ref = ObjectRef::of(binding.as_ref());
             let namespaced = options.force_namespaced || is_namespaced(identity.identity);
             if namespaced && binding_ref.namespace != pod.namespace {
                 diagnostics.push(skipped(PodProblem::BindingInOtherNamespace {
@@ -186,7 +202,7 @@ pub fn desired(
                     pod: pod_ref.clone(),
                     dropped: binding_ref,
                     kept_pod: kept.pod.clone(),
-                    kept: ObjectRef::of(&kept.binding),
+                    kept: ObjectRef::of(kept.binding.as_ref()),
                 });
                 continue;
             }
@@ -196,8 +212,8 @@ pub fn desired(
                     object,
                     pod: pod_ref.clone(),
                     node: node.to_owned(),
-                    identity: identity.identity.clone(),
-                    binding: (*binding).clone(),
+                    identity: Arc::clone(identity.identity),
+                    binding: Arc::clone(binding),
                     target: identity.target.clone(),
                 },
             );

@@ -1,19 +1,19 @@
 //! The facts MIC needs about pods and nodes, as plain data. The controller fills these from
 //! its watches; keeping them small keeps the decisions independent of the Kubernetes types.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::Pod;
 use podid_api::names::POD_LABEL_KEY;
 
 use crate::ObjectRef;
 
-/// What MIC reads from a pod.
+/// What MIC reads from a pod. The controller keeps one per labelled pod, so it holds only the
+/// label MIC reads rather than all of them.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PodInfo {
     pub namespace: String,
     pub name: String,
-    pub labels: BTreeMap<String, String>,
+    /// The `aadpodidbinding` label's value as set (perhaps empty).
+    pub label: Option<String>,
     /// `spec.nodeName`: empty or absent until the scheduler has placed the pod.
     pub node_name: Option<String>,
     pub phase: PodPhase,
@@ -25,7 +25,11 @@ impl PodInfo {
         Self {
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             name: pod.metadata.name.clone().unwrap_or_default(),
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            label: pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(POD_LABEL_KEY).cloned()),
             node_name: pod.spec.as_ref().and_then(|spec| spec.node_name.clone()),
             phase: PodPhase::parse(pod.status.as_ref().and_then(|s| s.phase.as_deref())),
         }
@@ -38,10 +42,7 @@ impl PodInfo {
     /// The value of the `aadpodidbinding` label, when it is set and not empty (upstream
     /// ignores pods with an empty value).
     pub fn selector(&self) -> Option<&str> {
-        self.labels
-            .get(POD_LABEL_KEY)
-            .map(String::as_str)
-            .filter(|value| !value.is_empty())
+        self.label.as_deref().filter(|value| !value.is_empty())
     }
 
     /// The node the pod is scheduled on, when it is.
@@ -98,6 +99,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_the_binding_label_is_kept() {
+        let mut pod = Pod::default();
+        pod.metadata.labels = Some(
+            [("app", "web"), (POD_LABEL_KEY, "demo")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        );
+        assert_eq!(PodInfo::of(&pod).label.as_deref(), Some("demo"));
+        assert_eq!(PodInfo::of(&Pod::default()).label, None);
+    }
+
+    #[test]
     fn phases_parse_from_their_wire_spelling() {
         for (text, phase) in [
             (None, PodPhase::Unreported),
@@ -125,13 +139,13 @@ mod tests {
     #[test]
     fn an_empty_label_or_node_counts_as_absent() {
         let mut pod = PodInfo {
-            labels: BTreeMap::from([(POD_LABEL_KEY.to_owned(), String::new())]),
+            label: Some(String::new()),
             node_name: Some(String::new()),
             ..PodInfo::default()
         };
         assert_eq!(pod.selector(), None);
         assert_eq!(pod.node(), None);
-        pod.labels.insert(POD_LABEL_KEY.into(), "demo".into());
+        pod.label = Some("demo".into());
         pod.node_name = Some("node-0".into());
         assert_eq!(pod.selector(), Some("demo"));
         assert_eq!(pod.node(), Some("node-0"));

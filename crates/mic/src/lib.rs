@@ -34,6 +34,7 @@ pub mod metrics;
 mod nodes;
 mod object_ref;
 pub mod reconcile;
+mod record;
 pub mod releasing;
 pub mod settle;
 mod target;
@@ -47,6 +48,7 @@ pub use machine::{MachinePlan, MachinePolicy, plan_machines};
 pub use nodes::NodeIndex;
 pub use object_ref::ObjectRef;
 pub use reconcile::{AssignmentPlan, StatusChange, reconcile};
+pub use record::{AssignedRecord, Embeds};
 pub use settle::{Settlement, Waiting, settle};
 pub use target::IdentityTarget;
 

@@ -2,6 +2,7 @@
 //! off. The result is an [`IdentityChange`] for `podid_azure::arm::plan_update`, which turns
 //! every pending add and remove of the machine into the fewest PATCHes.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -101,7 +102,7 @@ struct Tally {
 /// have no plan.
 pub fn plan_machines(
     desired: &DesiredState,
-    current: &[AssignedView],
+    current: &[impl Borrow<AssignedView>],
     nodes: &NodeIndex,
     policy: &MachinePolicy,
     since_last_needed: impl Fn(&MachineId, &ResourceId) -> Option<Duration>,
@@ -121,6 +122,7 @@ pub fn plan_machines(
         }
     }
     for view in current {
+        let view = view.borrow();
         for held in view
             .owned()
             .into_iter()

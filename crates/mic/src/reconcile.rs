@@ -1,17 +1,19 @@
 //! Existing AzureAssignedIdentities against the desired ones: the Kubernetes writes.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use podid_api::{AssignedIdentityState, AzureAssignedIdentity};
 
-use crate::{AssignedView, DesiredState, ObjectRef, Progress};
+use crate::{AssignedRecord, Assignment, DesiredState, ObjectRef, Progress};
 
 /// The Kubernetes writes that make the AzureAssignedIdentities match the desired state. The
 /// Azure side follows from the machine plans; [`crate::settle`] then confirms or removes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AssignmentPlan {
-    /// New objects (status `Created`), to create.
-    pub create: Vec<AzureAssignedIdentity>,
+    /// New objects (status `Created`), to create: [`Assignment::to_resource`] builds each when
+    /// it is written, so a burst of thousands is never all in memory at once.
+    pub create: Vec<Assignment>,
     /// Objects whose content changed (status `Created` again), to write over the existing
     /// ones: upstream's "update" pair.
     pub replace: Vec<AzureAssignedIdentity>,
@@ -52,20 +54,26 @@ pub struct StatusChange {
 ///
 /// Objects are matched by namespace and name, so switching namespaced matching on or off
 /// replaces them through a delete and a create.
-pub fn reconcile(current: &[AzureAssignedIdentity], desired: &DesiredState) -> AssignmentPlan {
-    let current: BTreeMap<ObjectRef, &AzureAssignedIdentity> = current
+pub fn reconcile(
+    current: &[impl Borrow<AssignedRecord>],
+    desired: &DesiredState,
+) -> AssignmentPlan {
+    let current: BTreeMap<&ObjectRef, &AssignedRecord> = current
         .iter()
-        .map(|assigned| (ObjectRef::of(assigned), assigned))
+        .map(|record| {
+            let record = record.borrow();
+            (record.object(), record)
+        })
         .collect();
     let mut plan = AssignmentPlan::default();
     for assignment in desired.assignments.values() {
         match current.get(&assignment.object) {
-            None => plan.create.push(assignment.to_resource()),
+            None => plan.create.push(assignment.clone()),
             Some(existing) if !assignment.is_recorded_by(existing) => {
                 plan.replace.push(assignment.replacing(existing));
             }
             Some(existing) => {
-                if AssignedView::of(existing).progress == Progress::Unassigned {
+                if existing.view().progress == Progress::Unassigned {
                     plan.status.push(StatusChange {
                         object: assignment.object.clone(),
                         to: AssignedIdentityState::Created,
@@ -80,20 +88,20 @@ pub fn reconcile(current: &[AzureAssignedIdentity], desired: &DesiredState) -> A
         .map(|assignment| &assignment.object)
         .collect();
     for (object, existing) in current {
-        if wanted.contains(&object) {
+        if wanted.contains(object) {
             continue;
         }
-        let view = AssignedView::of(existing);
+        let view = existing.view();
         if view.progress == Progress::Unassigned {
             continue;
         }
         if view.progress.owns_identity() || !view.releasing.is_empty() {
             plan.status.push(StatusChange {
-                object,
+                object: object.clone(),
                 to: AssignedIdentityState::Unassigned,
             });
         } else {
-            plan.delete.push(object);
+            plan.delete.push(object.clone());
         }
     }
     plan

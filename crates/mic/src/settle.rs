@@ -1,6 +1,7 @@
 //! After a machine's identities are known (the PATCHes done, or a GET), which objects are
 //! confirmed, which can go, and which wait.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap};
 
 use podid_azure::arm::MachineId;
@@ -51,7 +52,7 @@ pub enum Waiting {
 ///   did for nodes not found;
 /// - releasing annotations shrink as their identities are released.
 pub fn settle(
-    current: &[AssignedView],
+    current: &[impl Borrow<AssignedView>],
     nodes: &NodeIndex,
     plans: &[MachinePlan],
     observed: &HashMap<MachineId, BTreeSet<ResourceId>>,
@@ -74,9 +75,11 @@ pub fn settle(
 
     let mut settlements = Vec::new();
     for view in current {
-        let object = view.object.clone();
+        let view = view.borrow();
+        // Cloned only for a settlement: most objects (`Assigned`) get none.
+        let object = || view.object.clone();
         let wait = |reason| Settlement::Wait {
-            object: object.clone(),
+            object: object(),
             reason,
         };
         if view.progress == Progress::Unassigned {
@@ -91,7 +94,7 @@ pub fn settle(
             } else if states.contains(&None) {
                 wait(Waiting::MachineUnknown)
             } else {
-                Settlement::Delete(object)
+                Settlement::Delete(object())
             });
             continue;
         }
@@ -104,7 +107,7 @@ pub fn settle(
             .collect();
         if remaining.len() != view.releasing.len() {
             settlements.push(Settlement::Released {
-                object: object.clone(),
+                object: object(),
                 remaining: format_releasing(&remaining),
             });
         }
@@ -113,9 +116,9 @@ pub fn settle(
         }
         let node_machine = view.node.as_deref().and_then(|node| nodes.machine(node));
         settlements.push(match (&view.target, node_machine) {
-            (Some(IdentityTarget::NoMachine), _) => Settlement::Assign(object),
+            (Some(IdentityTarget::NoMachine), _) => Settlement::Assign(object()),
             (Some(IdentityTarget::Machine(id)), Some(machine)) => match observed.get(machine) {
-                Some(present) if present.contains(id) => Settlement::Assign(object),
+                Some(present) if present.contains(id.as_ref()) => Settlement::Assign(object()),
                 Some(_) => wait(Waiting::NotOnMachine),
                 None => wait(Waiting::MachineUnknown),
             },

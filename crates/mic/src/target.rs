@@ -1,5 +1,7 @@
 //! Where an identity's credentials live, which decides whether MIC assigns anything in Azure.
 
+use std::sync::Arc;
+
 use podid_api::{AzureIdentitySpec, IdentityType};
 use podid_azure::resource_id::{ResourceId, USER_ASSIGNED_IDENTITY_TYPE};
 
@@ -9,8 +11,8 @@ use crate::diagnostics::IdentityProblem;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentityTarget {
     /// Type 0: the user-assigned managed identity must be on the machine, so that IMDS there
-    /// issues its tokens.
-    Machine(ResourceId),
+    /// issues its tokens. Shared: every assignment and record of the identity holds it.
+    Machine(Arc<ResourceId>),
     /// Types 1 and 2 (service principals), and types upstream did not know, which it treated
     /// the same way: nothing to assign in Azure.
     NoMachine,
@@ -40,13 +42,13 @@ impl IdentityTarget {
                 resource_id: text.to_owned(),
             });
         }
-        Ok(Self::Machine(id))
+        Ok(Self::Machine(Arc::new(id)))
     }
 
     /// The managed identity to put on the machine, if any.
     pub fn resource_id(&self) -> Option<&ResourceId> {
         match self {
-            Self::Machine(id) => Some(id),
+            Self::Machine(id) => Some(id.as_ref()),
             Self::NoMachine => None,
         }
     }
@@ -68,7 +70,7 @@ mod tests {
 
     #[test]
     fn type_0_needs_its_identity_on_the_machine() {
-        let expected = IdentityTarget::Machine(ResourceId::parse(ID).unwrap());
+        let expected = IdentityTarget::Machine(ResourceId::parse(ID).unwrap().into());
         assert_eq!(
             IdentityTarget::of(&spec(Some(0), Some(ID))),
             Ok(expected.clone())

@@ -1,79 +1,90 @@
-//! The watches: reflector stores of labelled pods, nodes, identities, bindings and
-//! AzureAssignedIdentities, kept to what MIC reads (no managedFields, pods and nodes reduced
-//! to the fields the decisions use). Every change wakes the controller.
+//! The watches: caches of labelled pods, nodes, identities, bindings and
+//! AzureAssignedIdentities, each object reduced as it arrives to what MIC reads (a pod to a
+//! [`PodInfo`], an AzureAssignedIdentity to an [`AssignedRecord`] sharing its embedded
+//! objects, no managedFields anywhere). Every change wakes the controller.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, NodeSpec, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::serde::de::DeserializeOwned;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store, reflector};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use kube::{Client, Resource};
 use podid_api::names::POD_LABEL_KEY;
 use podid_api::{AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::{NodeInfo, PodInfo};
+use crate::{AssignedRecord, Embeds, NodeInfo, ObjectRef, PodInfo};
 
-/// The stores; the watch tasks stop when this is dropped.
+/// The caches; the watch tasks stop when this is dropped.
 pub struct Stores {
-    pods: Store<Pod>,
-    nodes: Store<Node>,
-    identities: Store<AzureIdentity>,
-    bindings: Store<AzureIdentityBinding>,
-    assigned: Store<AzureAssignedIdentity>,
+    pods: Cache<PodInfo>,
+    nodes: Cache<NodeInfo>,
+    identities: Cache<AzureIdentity>,
+    bindings: Cache<AzureIdentityBinding>,
+    assigned: Cache<AssignedRecord>,
     _tasks: JoinSet<()>,
 }
 
-/// The stores' contents at one moment, as the decisions take them.
+/// The caches' contents at one moment, shared with them (no object is copied).
 pub struct Snapshot {
-    pub pods: Vec<PodInfo>,
+    pub pods: Vec<Arc<PodInfo>>,
     pub nodes: Vec<NodeInfo>,
-    pub identities: Vec<AzureIdentity>,
-    pub bindings: Vec<AzureIdentityBinding>,
-    pub assigned: Vec<AzureAssignedIdentity>,
+    pub identities: Vec<Arc<AzureIdentity>>,
+    pub bindings: Vec<Arc<AzureIdentityBinding>>,
+    pub assigned: Vec<Arc<AssignedRecord>>,
 }
 
 impl Stores {
-    /// Starts the watches; `changed` is notified on every event.
-    pub fn start(client: &Client, changed: Arc<Notify>) -> Self {
+    /// Starts the watches; `changed` is notified on every event. AzureAssignedIdentities are
+    /// recorded through `embeds`, which the writer shares.
+    pub fn start(client: &Client, changed: Arc<Notify>, embeds: Arc<Mutex<Embeds>>) -> Self {
         let mut tasks = JoinSet::new();
-        let pods = watch(
+        let pods = cache(
             &mut tasks,
-            Api::all(client.clone()),
+            Api::<Pod>::all(client.clone()),
             watcher::Config::default().labels(POD_LABEL_KEY),
-            reduce_pod,
+            |pod| PodInfo::of(&pod),
             &changed,
         );
-        let nodes = watch(
+        let nodes = cache(
+            &mut tasks,
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default(),
+            |node| NodeInfo {
+                name: node.metadata.name.unwrap_or_default(),
+                provider_id: node.spec.and_then(|spec| spec.provider_id),
+            },
+            &changed,
+        );
+        let identities = cache(
             &mut tasks,
             Api::all(client.clone()),
             watcher::Config::default(),
-            reduce_node,
+            strip::<AzureIdentity>,
             &changed,
         );
-        let identities = watch(
+        let bindings = cache(
             &mut tasks,
             Api::all(client.clone()),
             watcher::Config::default(),
-            strip,
+            strip::<AzureIdentityBinding>,
             &changed,
         );
-        let bindings = watch(
+        let assigned = cache(
             &mut tasks,
-            Api::all(client.clone()),
+            Api::<AzureAssignedIdentity>::all(client.clone()),
             watcher::Config::default(),
-            strip,
-            &changed,
-        );
-        let assigned = watch(
-            &mut tasks,
-            Api::all(client.clone()),
-            watcher::Config::default(),
-            strip,
+            move |object| {
+                AssignedRecord::new(
+                    object,
+                    &mut embeds.lock().unwrap_or_else(PoisonError::into_inner),
+                )
+            },
             &changed,
         );
         Self {
@@ -86,109 +97,115 @@ impl Stores {
         }
     }
 
-    /// Waits until every store has its first full list.
+    /// Waits until every cache has its first full list.
     pub async fn ready(&self) {
-        // An error means the watch task ended, which happens only when `self` is dropped.
-        let _ = futures::try_join!(
-            self.pods.wait_until_ready(),
-            self.nodes.wait_until_ready(),
-            self.identities.wait_until_ready(),
-            self.bindings.wait_until_ready(),
-            self.assigned.wait_until_ready(),
+        futures::join!(
+            self.pods.ready(),
+            self.nodes.ready(),
+            self.identities.ready(),
+            self.bindings.ready(),
+            self.assigned.ready(),
         );
     }
 
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            pods: self
-                .pods
-                .state()
-                .iter()
-                .map(|pod| PodInfo::of(pod))
-                .collect(),
+            pods: self.pods.snapshot(),
             nodes: self
                 .nodes
-                .state()
+                .snapshot()
                 .iter()
-                .map(|node| node_info(node))
+                .map(|node| NodeInfo::clone(node))
                 .collect(),
-            identities: cloned(&self.identities),
-            bindings: cloned(&self.bindings),
-            assigned: cloned(&self.assigned),
+            identities: self.identities.snapshot(),
+            bindings: self.bindings.snapshot(),
+            assigned: self.assigned.snapshot(),
         }
     }
 }
 
-fn cloned<K: Clone + Resource>(store: &Store<K>) -> Vec<K>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    store
-        .state()
-        .iter()
-        .map(|object| (**object).clone())
-        .collect()
+type Objects<T> = HashMap<ObjectRef, Arc<T>>;
+
+/// One watch's objects, as reduced.
+struct Cache<T> {
+    objects: Arc<RwLock<Objects<T>>>,
+    ready: watch::Receiver<bool>,
 }
 
-fn watch<K>(
+impl<T> Cache<T> {
+    fn snapshot(&self) -> Vec<Arc<T>> {
+        self.objects
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    async fn ready(&self) {
+        // An error means the watch task ended, which happens only when the stores are dropped.
+        let _ = self.ready.clone().wait_for(|ready| *ready).await;
+    }
+}
+
+/// Watches `api`, keeping each object as `reduce` makes it. A relist (after the watch fell
+/// behind) is collected aside and replaces the cache once complete, as kube's reflector does.
+fn cache<K, T>(
     tasks: &mut JoinSet<()>,
     api: Api<K>,
     config: watcher::Config,
-    reduce: fn(&mut K),
+    mut reduce: impl FnMut(K) -> T + Send + 'static,
     changed: &Arc<Notify>,
-) -> Store<K>
+) -> Cache<T>
 where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+    T: Send + Sync + 'static,
 {
-    let (reader, writer) = reflector::store();
+    let objects: Arc<RwLock<Objects<T>>> = Arc::default();
+    let (ready_tx, ready) = watch::channel(false);
+    let cache = Cache {
+        objects: objects.clone(),
+        ready,
+    };
     let changed = changed.clone();
-    let stream = reflector(
-        writer,
-        watcher(api, config).default_backoff().modify(reduce),
-    );
-    tasks.spawn(stream.for_each(move |event| {
-        if let Err(error) = &event {
-            tracing::warn!(%error, kind = %K::kind(&Default::default()), "watch failed; retrying");
+    tasks.spawn(async move {
+        let write = || objects.write().unwrap_or_else(PoisonError::into_inner);
+        let mut relist: Option<Objects<T>> = None;
+        let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(Event::Apply(object)) => {
+                    let key = ObjectRef::of(&object);
+                    let reduced = Arc::new(reduce(object));
+                    write().insert(key, reduced);
+                }
+                Ok(Event::Delete(object)) => {
+                    write().remove(&ObjectRef::of(&object));
+                }
+                Ok(Event::Init) => relist = Some(HashMap::new()),
+                Ok(Event::InitApply(object)) => {
+                    let key = ObjectRef::of(&object);
+                    relist
+                        .get_or_insert_default()
+                        .insert(key, Arc::new(reduce(object)));
+                }
+                Ok(Event::InitDone) => {
+                    *write() = relist.take().unwrap_or_default();
+                    ready_tx.send_replace(true);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, kind = %K::kind(&Default::default()), "watch failed; retrying");
+                }
+            }
+            changed.notify_one();
         }
-        changed.notify_one();
-        futures::future::ready(())
-    }));
-    reader
+    });
+    cache
 }
 
-fn strip<K: Resource>(object: &mut K) {
+/// Nothing reads managedFields, and they can be most of an object's size.
+fn strip<K: Resource>(mut object: K) -> K {
     object.meta_mut().managed_fields = None;
-}
-
-fn reduce_pod(pod: &mut Pod) {
-    strip(pod);
-    pod.meta_mut().annotations = None;
-    pod.meta_mut().owner_references = None;
-    pod.spec = Some(PodSpec {
-        node_name: pod.spec.as_ref().and_then(|spec| spec.node_name.clone()),
-        ..PodSpec::default()
-    });
-    pod.status = Some(PodStatus {
-        phase: pod.status.as_ref().and_then(|status| status.phase.clone()),
-        ..PodStatus::default()
-    });
-}
-
-fn reduce_node(node: &mut Node) {
-    strip(node);
-    node.meta_mut().annotations = None;
-    node.meta_mut().labels = None;
-    node.spec = Some(NodeSpec {
-        provider_id: node.spec.as_ref().and_then(|spec| spec.provider_id.clone()),
-        ..NodeSpec::default()
-    });
-    node.status = None;
-}
-
-fn node_info(node: &Node) -> NodeInfo {
-    NodeInfo {
-        name: node.metadata.name.clone().unwrap_or_default(),
-        provider_id: node.spec.as_ref().and_then(|spec| spec.provider_id.clone()),
-    }
+    object
 }

@@ -2,23 +2,26 @@
 //! that keeps the controller's view ahead of its own watch (a cycle right after a write must
 //! not see the object as it was before).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant as StdInstant;
 
+use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use podid_api::{AssignedIdentityState, AzureAssignedIdentity};
 use serde_json::json;
 
-use crate::ObjectRef;
 use crate::metrics::{KubeOperation, Metrics};
 use crate::releasing::RELEASING_ANNOTATION;
+use crate::{AssignedRecord, Assignment, Embeds, ObjectRef};
 
 /// One write.
 #[derive(Debug, Clone)]
 pub enum Op {
-    Create(AzureAssignedIdentity),
-    Replace(AzureAssignedIdentity),
+    /// Built into an object only when sent: a burst of thousands waits as assignments.
+    Create(Assignment),
+    /// Boxed: thousands of ops wait in a cycle, and a whole object is ten times the others.
+    Replace(Box<AzureAssignedIdentity>),
     Status(ObjectRef, AssignedIdentityState),
     Releasing(ObjectRef, Option<String>),
     Delete(ObjectRef),
@@ -27,7 +30,8 @@ pub enum Op {
 impl Op {
     pub fn object(&self) -> ObjectRef {
         match self {
-            Op::Create(object) | Op::Replace(object) => ObjectRef::of(object),
+            Op::Create(assignment) => assignment.object.clone(),
+            Op::Replace(object) => ObjectRef::of(object.as_ref()),
             Op::Status(object, _) | Op::Releasing(object, _) | Op::Delete(object) => object.clone(),
         }
     }
@@ -47,7 +51,7 @@ impl Op {
 /// What a write left: the object as the API server returned it, or gone.
 #[derive(Debug, Clone)]
 pub enum Written {
-    Object(Box<AzureAssignedIdentity>),
+    Object(Arc<AssignedRecord>),
     Deleted,
 }
 
@@ -56,11 +60,17 @@ pub enum Written {
 pub struct Writer {
     client: Client,
     metrics: Metrics,
+    /// Shared with the watch, so that written objects share its embedded identities.
+    embeds: Arc<Mutex<Embeds>>,
 }
 
 impl Writer {
-    pub fn new(client: Client, metrics: Metrics) -> Self {
-        Self { client, metrics }
+    pub fn new(client: Client, metrics: Metrics, embeds: Arc<Mutex<Embeds>>) -> Self {
+        Self {
+            client,
+            metrics,
+            embeds,
+        }
     }
 
     /// Performs `op`. A create of an object that exists, a delete of one that is gone, count
@@ -79,20 +89,26 @@ impl Writer {
         let object = op.object();
         let api: Api<AzureAssignedIdentity> =
             Api::namespaced(self.client.clone(), &object.namespace);
-        // managedFields go, as in the store: nothing reads them, and as JSON values they
-        // weigh more than the rest of the object while it waits in the overlay.
-        let written = |mut o: AzureAssignedIdentity| {
-            o.metadata.managed_fields = None;
-            Ok(Some(Written::Object(Box::new(o))))
+        let written = |o: AzureAssignedIdentity| {
+            let record = AssignedRecord::new(
+                o,
+                &mut self.embeds.lock().unwrap_or_else(PoisonError::into_inner),
+            );
+            Ok(Some(Written::Object(Arc::new(record))))
         };
         match op {
-            Op::Create(new) => match api.create(&PostParams::default(), new).await {
-                Ok(created) => written(created),
-                Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
-                Err(error) => Err(error),
-            },
+            Op::Create(assignment) => {
+                match api
+                    .create(&PostParams::default(), &assignment.to_resource())
+                    .await
+                {
+                    Ok(created) => written(created),
+                    Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
+                    Err(error) => Err(error),
+                }
+            }
             Op::Replace(new) => written(
-                api.replace(&object.name, &PostParams::default(), new)
+                api.replace(&object.name, &PostParams::default(), new.as_ref())
                     .await?,
             ),
             // No status subresource on this CRD: status goes through the main resource.
@@ -134,57 +150,49 @@ impl Writer {
 /// The controller's own writes not yet seen through the watch.
 #[derive(Debug, Default)]
 pub struct Overlay {
-    writes: BTreeMap<ObjectRef, (Written, Option<u64>)>,
+    writes: BTreeMap<ObjectRef, Written>,
 }
 
 impl Overlay {
     pub fn record(&mut self, object: ObjectRef, written: Written) {
-        let version = match &written {
-            Written::Object(o) => resource_version(o),
-            Written::Deleted => None,
-        };
-        self.writes.insert(object, (written, version));
+        self.writes.insert(object, written);
     }
 
     /// `seen` (the watch's view) with this controller's newer writes applied. A write is
     /// forgotten once the watch shows it or something newer.
-    pub fn merge(&mut self, seen: Vec<AzureAssignedIdentity>) -> Vec<AzureAssignedIdentity> {
-        let mut objects: BTreeMap<ObjectRef, AzureAssignedIdentity> = seen
+    pub fn merge(&mut self, seen: Vec<Arc<AssignedRecord>>) -> Vec<Arc<AssignedRecord>> {
+        if self.writes.is_empty() {
+            return seen;
+        }
+        {
+            let seen: HashMap<&ObjectRef, &AssignedRecord> = seen
+                .iter()
+                .map(|record| (record.object(), record.as_ref()))
+                .collect();
+            self.writes.retain(|key, written| {
+                let caught_up = match (&*written, seen.get(key)) {
+                    (Written::Deleted, None) => true,
+                    (Written::Deleted, Some(_)) => false,
+                    (Written::Object(mine), Some(seen)) => match (seen.revision(), mine.revision())
+                    {
+                        (Some(seen), Some(mine)) => seen >= mine,
+                        _ => true,
+                    },
+                    (Written::Object(_), None) => false,
+                };
+                !caught_up
+            });
+        }
+        let mut merged: Vec<Arc<AssignedRecord>> = seen
             .into_iter()
-            .map(|object| (ObjectRef::of(&object), object))
+            .filter(|record| !self.writes.contains_key(record.object()))
             .collect();
-        self.writes.retain(|key, (written, version)| {
-            let current = objects.get(key);
-            let caught_up = match (&*written, current) {
-                (Written::Deleted, None) => true,
-                (Written::Deleted, Some(_)) => false,
-                (Written::Object(_), Some(seen)) => match (resource_version(seen), *version) {
-                    (Some(seen), Some(mine)) => seen >= mine,
-                    _ => true,
-                },
-                (Written::Object(_), None) => false,
-            };
-            if caught_up {
-                return false;
-            }
-            match written {
-                Written::Deleted => {
-                    objects.remove(key);
-                }
-                Written::Object(object) => {
-                    objects.insert(key.clone(), (**object).clone());
-                }
-            }
-            true
-        });
-        objects.into_values().collect()
+        merged.extend(self.writes.values().filter_map(|written| match written {
+            Written::Object(record) => Some(record.clone()),
+            Written::Deleted => None,
+        }));
+        merged
     }
-}
-
-/// The resourceVersion as a number: etcd's revisions are, and comparing them is the only way
-/// to tell which of two views is newer. Anything else counts as unknown.
-fn resource_version(object: &AzureAssignedIdentity) -> Option<u64> {
-    object.resource_version()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -193,7 +201,7 @@ mod tests {
 
     use super::*;
 
-    fn aai(name: &str, version: &str, pod: &str) -> AzureAssignedIdentity {
+    fn aai(name: &str, version: &str, pod: &str) -> Arc<AssignedRecord> {
         let mut object = AzureAssignedIdentity::new(
             name,
             AzureAssignedIdentitySpec {
@@ -203,14 +211,16 @@ mod tests {
         );
         object.metadata.namespace = Some("default".into());
         object.metadata.resource_version = Some(version.into());
-        object
+        Arc::new(object.into())
     }
 
-    fn pods(objects: &[AzureAssignedIdentity]) -> Vec<(String, String)> {
-        objects
+    fn pods(records: &[Arc<AssignedRecord>]) -> Vec<(String, String)> {
+        let mut pods: Vec<(String, String)> = records
             .iter()
-            .map(|o| (o.name_any(), o.spec.pod.clone().unwrap_or_default()))
-            .collect()
+            .map(|r| (r.object().name.clone(), r.pod.clone().unwrap_or_default()))
+            .collect();
+        pods.sort();
+        pods
     }
 
     #[test]
@@ -218,11 +228,18 @@ mod tests {
         let mut overlay = Overlay::default();
         overlay.record(
             ObjectRef::new("default", "a"),
-            Written::Object(Box::new(aai("a", "10", "new"))),
+            Written::Object(aai("a", "10", "new")),
         );
         overlay.record(ObjectRef::new("default", "b"), Written::Deleted);
-        let merged = overlay.merge(vec![aai("a", "9", "old"), aai("b", "8", "b")]);
-        assert_eq!(pods(&merged), vec![("a".into(), "new".into())]);
+        let merged = overlay.merge(vec![
+            aai("a", "9", "old"),
+            aai("b", "8", "b"),
+            aai("c", "5", "c"),
+        ]);
+        assert_eq!(
+            pods(&merged),
+            vec![("a".into(), "new".into()), ("c".into(), "c".into())]
+        );
         // The watch shows a newer version: it wins, and the write is forgotten.
         let merged = overlay.merge(vec![aai("a", "11", "other")]);
         assert_eq!(pods(&merged), vec![("a".into(), "other".into())]);
@@ -234,7 +251,7 @@ mod tests {
         let mut overlay = Overlay::default();
         overlay.record(
             ObjectRef::new("default", "a"),
-            Written::Object(Box::new(aai("a", "3", "p"))),
+            Written::Object(aai("a", "3", "p")),
         );
         assert_eq!(pods(&overlay.merge(vec![])).len(), 1);
         assert_eq!(pods(&overlay.merge(vec![aai("a", "3", "p")])).len(), 1);

@@ -67,7 +67,10 @@ fn a_pod_matches_a_binding_whose_selector_equals_its_label_exactly() {
     );
     assert_eq!(assignment.pod, ObjectRef::new("default", "demo"));
     assert_eq!(assignment.node, "node-0");
-    assert_eq!(assignment.target, IdentityTarget::Machine(uami("demo")));
+    assert_eq!(
+        assignment.target,
+        IdentityTarget::Machine(uami("demo").into())
+    );
     // The pod labelled DEMO matches nothing: the comparison is case-sensitive.
     assert_eq!(
         state.diagnostics,
@@ -84,7 +87,7 @@ fn a_pod_matches_a_binding_whose_selector_equals_its_label_exactly() {
 #[test]
 fn pods_without_the_label_or_with_an_empty_one_are_ignored() {
     let mut unlabelled = pod("default", "a", "demo", "node-0");
-    unlabelled.labels.clear();
+    unlabelled.label = None;
     let empty = pod("default", "b", "", "node-0");
     let diagnostics = nothing_assigned(
         &[unlabelled, empty],
@@ -157,7 +160,7 @@ fn bindings_in_any_namespace_match_and_assignments_live_in_default() {
     let assignment = &state.assignments["web-apps-shared-id"];
     assert_eq!(assignment.object.namespace, "default");
     assert_eq!(
-        ObjectRef::of(&assignment.binding),
+        ObjectRef::of(assignment.binding.as_ref()),
         ObjectRef::new("identities", "b")
     );
 }
@@ -305,8 +308,8 @@ fn one_name_from_two_namespaces_keeps_the_smaller_binding_namespace() {
             &order.map(|ns| identity(ns, "id")),
         );
         let assignment = &state.assignments["web-ns1-id"];
-        assert_eq!(ObjectRef::of(&assignment.identity).namespace, "ns1");
-        assert_eq!(ObjectRef::of(&assignment.binding).namespace, "ns1");
+        assert_eq!(ObjectRef::of(assignment.identity.as_ref()).namespace, "ns1");
+        assert_eq!(ObjectRef::of(assignment.binding.as_ref()).namespace, "ns1");
         assert_eq!(
             state.diagnostics,
             [Diagnostic::DuplicateName {

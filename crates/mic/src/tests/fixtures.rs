@@ -1,8 +1,6 @@
 //! Small builders for the objects the decisions read.
 
-use std::collections::BTreeMap;
-
-use podid_api::names::{BEHAVIOR_ANNOTATION, BEHAVIOR_NAMESPACED, POD_LABEL_KEY};
+use podid_api::names::{BEHAVIOR_ANNOTATION, BEHAVIOR_NAMESPACED};
 use podid_api::{
     AssignedIdentityState, AzureAssignedIdentity, AzureAssignedIdentityStatus, AzureIdentity,
     AzureIdentityBinding, AzureIdentityBindingSpec, AzureIdentitySpec, IdentityType,
@@ -75,7 +73,7 @@ pub fn pod(namespace: &str, name: &str, selector: &str, node: &str) -> PodInfo {
     PodInfo {
         namespace: namespace.into(),
         name: name.into(),
-        labels: BTreeMap::from([(POD_LABEL_KEY.to_owned(), selector.to_owned())]),
+        label: Some(selector.to_owned()),
         node_name: Some(node.into()),
         phase: PodPhase::Running,
     }

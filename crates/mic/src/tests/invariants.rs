@@ -46,7 +46,7 @@ fn world() -> impl Strategy<Value = World> {
                 pod.phase = PodPhase::Succeeded;
             }
             if !labelled {
-                pod.labels.clear();
+                pod.label = None;
             }
             pod
         });
@@ -117,14 +117,14 @@ proptest! {
             prop_assert!(world.bindings.contains(&assignment.binding));
             prop_assert!(world.identities.contains(&assignment.identity));
             prop_assert_eq!(
-                crate::ObjectRef::of(&assignment.identity),
+                crate::ObjectRef::of(assignment.identity.as_ref()),
                 crate::ObjectRef::new(
-                    crate::ObjectRef::of(&assignment.binding).namespace,
+                    crate::ObjectRef::of(assignment.binding.as_ref()).namespace,
                     assignment.binding.spec.azure_identity.clone().unwrap_or_default()
                 )
             );
             if world.options.force_namespaced || podid_api::is_namespaced(&assignment.identity) {
-                prop_assert_eq!(&crate::ObjectRef::of(&assignment.binding).namespace, &pod.namespace);
+                prop_assert_eq!(&crate::ObjectRef::of(assignment.binding.as_ref()).namespace, &pod.namespace);
             }
         }
     }
@@ -141,12 +141,12 @@ proptest! {
                     status: Some(AssignedIdentityState::Assigned),
                     available_replicas: Some(1),
                 });
-                object
+                crate::AssignedRecord::from(object)
             })
             .collect();
         prop_assert!(reconcile(&current, &state).is_empty());
         // And from nothing, exactly the desired objects are created.
-        let from_scratch = reconcile(&[], &state);
+        let from_scratch = reconcile(&[] as &[crate::AssignedRecord], &state);
         prop_assert_eq!(from_scratch.create.len(), state.assignments.len());
     }
 
@@ -158,7 +158,13 @@ proptest! {
             .values()
             .map(|a| {
                 let pod = world.pods.iter().find(|p| p.object_ref() == a.pod).unwrap();
-                upstream_assigned(pod, &a.identity, &a.binding, &a.object.namespace, "Assigned")
+                crate::AssignedRecord::from(upstream_assigned(
+                    pod,
+                    &a.identity,
+                    &a.binding,
+                    &a.object.namespace,
+                    "Assigned",
+                ))
             })
             .collect();
         let plan = reconcile(&current, &state);

@@ -183,7 +183,7 @@ fn identities_compare_ignoring_case() {
     let mut current = existing(&[("web", "a", "node-0")], AssignedIdentityState::Unassigned);
     let shouted =
         podid_azure::resource_id::ResourceId::parse(&uami("a").to_string().to_uppercase()).unwrap();
-    current[0].target = Some(crate::IdentityTarget::Machine(shouted));
+    current[0].target = Some(crate::IdentityTarget::Machine(shouted.into()));
     let plans = plans(
         &wanted(&[("api", "a", "node-0")]),
         &current,

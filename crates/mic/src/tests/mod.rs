@@ -1,7 +1,7 @@
 //! Tests of the decisions together, one per upstream rule, and the invariants across them.
 
 mod desired;
-mod fixtures;
+pub(crate) mod fixtures;
 mod invariants;
 mod machine;
 mod reconcile;

@@ -6,7 +6,7 @@ use pretty_assertions::assert_eq;
 use super::fixtures::*;
 use crate::reconcile::StatusChange;
 use crate::releasing::{RELEASING_ANNOTATION, parse_releasing};
-use crate::{DesiredState, MatchOptions, ObjectRef, desired, reconcile};
+use crate::{AssignedRecord, DesiredState, MatchOptions, ObjectRef, desired, reconcile};
 
 fn one(pod_name: &str, node: &str, identity_ns: &str) -> DesiredState {
     desired(
@@ -29,7 +29,10 @@ fn with_status(
     object
 }
 
-fn recorded(state: &DesiredState, status: AssignedIdentityState) -> Vec<AzureAssignedIdentity> {
+fn recorded_objects(
+    state: &DesiredState,
+    status: AssignedIdentityState,
+) -> Vec<AzureAssignedIdentity> {
     state
         .assignments
         .values()
@@ -37,12 +40,19 @@ fn recorded(state: &DesiredState, status: AssignedIdentityState) -> Vec<AzureAss
         .collect()
 }
 
+fn recorded(state: &DesiredState, status: AssignedIdentityState) -> Vec<AssignedRecord> {
+    recorded_objects(state, status)
+        .into_iter()
+        .map(AssignedRecord::from)
+        .collect()
+}
+
 #[test]
 fn a_missing_assignment_is_created_in_upstreams_shape() {
     let state = one("web", "node-0", "apps");
-    let plan = reconcile(&[], &state);
+    let plan = reconcile(&[] as &[AssignedRecord], &state);
     assert_eq!(plan.create.len(), 1);
-    let created = serde_json::to_value(&plan.create[0]).unwrap();
+    let created = serde_json::to_value(plan.create[0].to_resource()).unwrap();
     assert_eq!(created["metadata"]["name"], "web-apps-id");
     assert_eq!(created["metadata"]["namespace"], "default");
     assert_eq!(
@@ -95,14 +105,14 @@ fn objects_written_by_upstream_are_adopted() {
         "default",
         "Assigned",
     );
-    assert!(reconcile(&[upstream], &state).is_empty());
+    assert!(reconcile(&[AssignedRecord::from(upstream)], &state).is_empty());
 }
 
 #[test]
 fn an_identity_edited_in_place_replaces_the_record_and_releases_the_old_identity() {
     // Same names, new clientID and resourceID.
     let old = one("web", "node-0", "apps");
-    let current = recorded(&old, AssignedIdentityState::Assigned);
+    let current = recorded_objects(&old, AssignedIdentityState::Assigned);
     let mut edited = identity("apps", "id");
     edited.spec.resource_id = Some(uami("id-0").to_string());
     edited.spec.client_id = Some("client-id-0".into());
@@ -116,7 +126,7 @@ fn an_identity_edited_in_place_replaces_the_record_and_releases_the_old_identity
     );
     let mut existing = current[0].clone();
     existing.metadata.resource_version = Some("77".into());
-    let plan = reconcile(&[existing], &new);
+    let plan = reconcile(&[AssignedRecord::from(existing)], &new);
     assert_eq!(plan.replace.len(), 1);
     let replaced = &plan.replace[0];
     assert_eq!(replaced.resource_version().as_deref(), Some("77"));
@@ -176,7 +186,7 @@ fn making_an_identity_namespaced_rewrites_the_record() {
     // It moves from default to apps: a delete path (release) and a create.
     let plan = reconcile(&current, &later);
     assert_eq!(plan.create.len(), 1);
-    assert_eq!(plan.create[0].namespace().as_deref(), Some("apps"));
+    assert_eq!(plan.create[0].object.namespace, "apps");
     assert_eq!(
         plan.status,
         [StatusChange {
@@ -276,6 +286,7 @@ fn fields_no_reader_uses_do_not_count_as_changes() {
         "default",
         "Assigned",
     );
+    let upstream = AssignedRecord::from(upstream);
     assert!(reconcile(std::slice::from_ref(&upstream), &state).is_empty());
     // A field the node agent reads does count.
     let mut moved = identity("apps", "id");
