@@ -41,6 +41,9 @@ def nmi_binary() -> Path:
     return binary
 
 
+PORT_ATTEMPTS = 3
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,35 +55,44 @@ class RunningNmi:
 
     def __init__(self, binary: Path, *, node: str, kubeconfig: str, imds: str, workdir: Path,
                  extra_args: tuple[str, ...] = ()):
-        self.port = free_port()
-        self.probe_port = free_port()
-        self.metrics_port = free_port()
-        self.host_port = free_port()
         self.log_path = workdir / "nmi.log"
         # NMI refuses to start on a kubenet node (upstream's guard); this node's kubelet defaults
         # name no network plugin.
         kubelet_defaults = workdir / "kubelet-defaults"
         kubelet_defaults.write_text("KUBELET_FLAGS=--v=2\n")
-        args = [
-            str(binary),
-            f"--node={node}",
-            f"--kubeconfig={kubeconfig}",
-            "--nmi-listen-address=127.0.0.1",
-            f"--nmi-port={self.port}",
-            f"--http-probe-port={self.probe_port}",
-            f"--prometheus-port={self.metrics_port}",
-            f"--host-token-port={self.host_port}",
-            f"--imds-endpoint={imds}",
-            f"--kubelet-config={kubelet_defaults}",
-            "--manage-iptables=false",
-            *extra_args,
-        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("AZURE_")}
         env.setdefault("RUST_LOG", "info")
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        self.base = f"http://127.0.0.1:{self.port}"
-        self._wait_active()
+        # A port found free here can be taken by another process before NMI binds it: NMI then
+        # exits naming the address in use, and a fresh set of ports is tried.
+        for attempt in range(PORT_ATTEMPTS):
+            self.port = free_port()
+            self.probe_port = free_port()
+            self.metrics_port = free_port()
+            self.host_port = free_port()
+            args = [
+                str(binary),
+                f"--node={node}",
+                f"--kubeconfig={kubeconfig}",
+                "--nmi-listen-address=127.0.0.1",
+                f"--nmi-port={self.port}",
+                f"--http-probe-port={self.probe_port}",
+                f"--prometheus-port={self.metrics_port}",
+                f"--host-token-port={self.host_port}",
+                f"--imds-endpoint={imds}",
+                f"--kubelet-config={kubelet_defaults}",
+                "--manage-iptables=false",
+                *extra_args,
+            ]
+            self._log = self.log_path.open("wb")
+            self.process = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+            self.base = f"http://127.0.0.1:{self.port}"
+            try:
+                self._wait_active()
+                return
+            except NmiError:
+                self.stop()
+                if attempt + 1 == PORT_ATTEMPTS or "in use" not in self.log_path.read_text(errors="replace"):
+                    raise
 
     def _wait_active(self, within_s: float = 60.0) -> None:
         deadline = time.monotonic() + within_s

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import threading
 
 import msal
@@ -21,6 +22,7 @@ from azure.identity.aio import ManagedIdentityCredential as AsyncManagedIdentity
 from urllib3.util.retry import Retry
 
 import kube_api
+import nmi_agent
 from jwt_claims import app_id, claims
 from kube_api import KubeApi
 from nmi_agent import RunningNmi, async_transport, bound_session, nmi_binary, sync_transport
@@ -254,3 +256,20 @@ def test_a_service_principal_whose_secret_is_missing_fails_without_retries(
     with pytest.raises((CredentialUnavailableError, ClientAuthenticationError)):
         get_token(pod, seen)
     assert seen == [403]
+
+
+def test_the_harness_tries_other_ports_when_one_is_taken(kube, node_emulator, tmp_path, monkeypatch):
+    """Ports are picked by bind-and-release, so another process may take one before NMI binds it:
+    NMI exits naming the address in use, and the harness starts it again on fresh ports."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    ports = itertools.chain([taken.getsockname()[1]], iter(nmi_agent.free_port, None))
+    monkeypatch.setattr(nmi_agent, "free_port", lambda: next(ports))
+    with taken:
+        agent = RunningNmi(nmi_binary(), node=NODE, kubeconfig=kube.kubeconfig_env(),
+                           imds=node_emulator.imds(MACHINE), workdir=tmp_path)
+        try:
+            assert agent.port != taken.getsockname()[1]
+        finally:
+            agent.stop()
