@@ -26,18 +26,12 @@ async fn bad_expired_foreign_audience_and_foreign_tenant_tokens_are_told_apart()
     let emu = Emulator::start(&small_world()).await;
     let path = vmss_path();
     let r = emu.arm(Method::GET, &path, Some("not-a-jwt"), None).await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken")
-    );
+    r.assert_error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken");
 
     let short = emu.token_with(MIC, ARM_AUDIENCE, TENANT, 60);
     emu.advance_clock(3600).await;
     let r = emu.arm(Method::GET, &path, Some(&short), None).await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::UNAUTHORIZED, "ExpiredAuthenticationToken")
-    );
+    r.assert_error(StatusCode::UNAUTHORIZED, "ExpiredAuthenticationToken");
     assert!(
         r.message().contains("is earlier than current UTC time"),
         "{}",
@@ -61,10 +55,7 @@ async fn bad_expired_foreign_audience_and_foreign_tenant_tokens_are_told_apart()
 
     let foreign = emu.token_with(MIC, ARM_AUDIENCE, OTHER_TENANT, 3599);
     let r = emu.arm(Method::GET, &path, Some(&foreign), None).await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::UNAUTHORIZED, "InvalidAuthenticationTokenTenant")
-    );
+    r.assert_error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationTokenTenant");
     assert!(r.header("www-authenticate").is_some());
     emu.shutdown().await;
 }
@@ -100,10 +91,7 @@ async fn the_api_version_is_mandatory_and_must_be_recent_enough() {
             None,
         )
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::BAD_REQUEST, "MissingApiVersionParameter")
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "MissingApiVersionParameter");
     assert_eq!(
         r.message(),
         "The api-version query parameter (?api-version=) is required for all requests."
@@ -116,10 +104,7 @@ async fn the_api_version_is_mandatory_and_must_be_recent_enough() {
             None,
         )
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::BAD_REQUEST, "InvalidApiVersionParameter")
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "InvalidApiVersionParameter");
     let r = emu
         .arm(
             Method::GET,
@@ -137,10 +122,7 @@ async fn reads_need_a_role_and_the_refusal_names_client_object_action_and_scope(
     let emu = Emulator::start(&small_world()).await;
     let token = emu.arm_token(NOBODY);
     let r = emu.arm(Method::GET, &vmss_path(), Some(&token), None).await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::FORBIDDEN, "AuthorizationFailed")
-    );
+    r.assert_error(StatusCode::FORBIDDEN, "AuthorizationFailed");
     let object_id = emu.shared().world().service_principals[NOBODY]
         .object_id
         .clone();
@@ -196,10 +178,7 @@ async fn routing_ignores_case_and_answers_keep_the_stored_casing_and_arm_headers
             None,
         )
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::NOT_FOUND, "ResourceNotFound")
-    );
+    r.assert_error(StatusCode::NOT_FOUND, "ResourceNotFound");
     let r = emu
         .arm(
             Method::GET,
@@ -208,10 +187,7 @@ async fn routing_ignores_case_and_answers_keep_the_stored_casing_and_arm_headers
             None,
         )
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::NOT_FOUND, "ResourceGroupNotFound")
-    );
+    r.assert_error(StatusCode::NOT_FOUND, "ResourceGroupNotFound");
     let counters = emu.admin(Method::GET, "/admin/counters", None).await.body;
     assert_eq!(counters["arm.vmss.get"]["byStatus"]["200"], 1, "{counters}");
     emu.shutdown().await;

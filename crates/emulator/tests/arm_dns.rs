@@ -29,6 +29,18 @@ fn record_path(record_type: &str, name: &str) -> String {
     format!("{}/{record_type}/{name}", zone_path(ZONE))
 }
 
+/// One DNS request at ExternalDNS's api-version.
+async fn dns(
+    emu: &Emulator,
+    method: Method,
+    path: impl AsRef<str>,
+    token: &str,
+    body: Option<&Value>,
+) -> Reply {
+    emu.arm(method, &versioned(path.as_ref(), API), Some(token), body)
+        .await
+}
+
 fn a_record(address: &str) -> Value {
     json!({"properties": {"TTL": 300, "ARecords": [{"ipv4Address": address}]}})
 }
@@ -52,14 +64,7 @@ fn names(list: &Value) -> Vec<String> {
 async fn the_group_lists_the_seed_zone_as_azure_shows_it() {
     let emu = Emulator::start_seed().await;
     let token = emu.arm_token(EXTERNAL_DNS);
-    let r = emu
-        .arm(
-            Method::GET,
-            &versioned(&zones_path(CLUSTER_RG), API),
-            Some(&token),
-            None,
-        )
-        .await;
+    let r = dns(&emu, Method::GET, zones_path(CLUSTER_RG), &token, None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let zones = r.body["value"].as_array().expect("value");
     assert_eq!(zones.len(), 1);
@@ -90,14 +95,7 @@ async fn the_group_lists_the_seed_zone_as_azure_shows_it() {
             .is_some_and(|s| s.contains(".azure-dns.") && s.ends_with('.'))
     }));
 
-    let r = emu
-        .arm(
-            Method::GET,
-            &versioned(&zone_path(ZONE), API),
-            Some(&token),
-            None,
-        )
-        .await;
+    let r = dns(&emu, Method::GET, zone_path(ZONE), &token, None).await;
     assert_eq!((r.status, &r.body), (StatusCode::OK, zone));
 
     // The node group holds no zone.
@@ -111,42 +109,15 @@ async fn the_group_lists_the_seed_zone_as_azure_shows_it() {
     .await;
     let demo = emu.arm_token(DEMO);
     let node_group = "Study4Dev-JE-AKS-Study4Dev-JE-AKSResource";
-    let r = emu
-        .arm(
-            Method::GET,
-            &versioned(&zones_path(node_group), API),
-            Some(&demo),
-            None,
-        )
-        .await;
+    let r = dns(&emu, Method::GET, zones_path(node_group), &demo, None).await;
     assert_eq!(
         (r.status, r.body["value"].as_array().map(Vec::len)),
         (StatusCode::OK, Some(0))
     );
-    let r = emu
-        .arm(
-            Method::GET,
-            &versioned(&zones_path("no-such-group"), API),
-            Some(&demo),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::NOT_FOUND, "ResourceGroupNotFound")
-    );
-    let r = emu
-        .arm(
-            Method::GET,
-            &versioned(&zone_path("other.example"), API),
-            Some(&demo),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::NOT_FOUND, "ResourceNotFound")
-    );
+    let r = dns(&emu, Method::GET, zones_path("no-such-group"), &demo, None).await;
+    r.assert_error(StatusCode::NOT_FOUND, "ResourceGroupNotFound");
+    let r = dns(&emu, Method::GET, zone_path("other.example"), &demo, None).await;
+    r.assert_error(StatusCode::NOT_FOUND, "ResourceNotFound");
     assert!(
         r.message()
             .contains("'Microsoft.Network/dnszones/other.example'"),
@@ -183,25 +154,25 @@ async fn a_record_set_is_created_listed_replaced_and_deleted() {
     // ExternalDNS's ownership record: a TXT record set with metadata.
     let txt = json!({"properties": {"TTL": 300, "metadata": {"k": "v"},
                      "TXTRecords": [{"value": ["heritage=external-dns,external-dns/owner=lab"]}]}});
-    let r = emu
-        .arm(
-            Method::PUT,
-            &versioned(&record_path("TXT", "a-www"), API),
-            Some(&token),
-            Some(&txt),
-        )
-        .await;
+    let r = dns(
+        &emu,
+        Method::PUT,
+        record_path("TXT", "a-www"),
+        &token,
+        Some(&txt),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(r.body["properties"]["metadata"], json!({"k": "v"}));
 
-    let all = emu
-        .arm(
-            Method::GET,
-            &versioned(&format!("{}/all", zone_path(ZONE)), API),
-            Some(&token),
-            None,
-        )
-        .await;
+    let all = dns(
+        &emu,
+        Method::GET,
+        format!("{}/all", zone_path(ZONE)),
+        &token,
+        None,
+    )
+    .await;
     assert_eq!(all.status, StatusCode::OK, "{}", all.body);
     assert_eq!(
         names(&all.body),
@@ -215,14 +186,14 @@ async fn a_record_set_is_created_listed_replaced_and_deleted() {
     let apex_ns = &all.body["value"][0]["properties"];
     assert_eq!(apex_ns["fqdn"], format!("{ZONE}."));
     assert_eq!(apex_ns["NSRecords"].as_array().map(Vec::len), Some(4));
-    let by_type = emu
-        .arm(
-            Method::GET,
-            &versioned(&format!("{}/A", zone_path(ZONE)), API),
-            Some(&token),
-            None,
-        )
-        .await;
+    let by_type = dns(
+        &emu,
+        Method::GET,
+        format!("{}/A", zone_path(ZONE)),
+        &token,
+        None,
+    )
+    .await;
     assert_eq!(names(&by_type.body), ["Microsoft.Network/dnszones/A www"]);
 
     let replaced = emu
@@ -235,14 +206,7 @@ async fn a_record_set_is_created_listed_replaced_and_deleted() {
     );
     let read = emu.arm(Method::GET, &www, Some(&token), None).await;
     assert_eq!((read.status, &read.body), (StatusCode::OK, &replaced.body));
-    let zone = emu
-        .arm(
-            Method::GET,
-            &versioned(&zone_path(ZONE), API),
-            Some(&token),
-            None,
-        )
-        .await;
+    let zone = dns(&emu, Method::GET, zone_path(ZONE), &token, None).await;
     assert_eq!(zone.body["properties"]["numberOfRecordSets"], 4);
 
     let snapshot = emu.world().await;
@@ -277,14 +241,14 @@ async fn a_record_set_is_created_listed_replaced_and_deleted() {
     assert_eq!(emu.counter("arm.dns.recordset.put", 201).await, (3, 2));
 
     emu.reset().await;
-    let r = emu
-        .arm(
-            Method::GET,
-            &versioned(&format!("{}/all", zone_path(ZONE)), API),
-            Some(&token),
-            None,
-        )
-        .await;
+    let r = dns(
+        &emu,
+        Method::GET,
+        format!("{}/all", zone_path(ZONE)),
+        &token,
+        None,
+    )
+    .await;
     assert_eq!(
         r.body["value"].as_array().map(Vec::len),
         Some(2),
@@ -298,18 +262,8 @@ async fn only_the_roles_azure_requires_may_read_and_write() {
     let emu = Emulator::start_seed().await;
     let demo = emu.arm_token(DEMO);
     let demo_object = "2b3c4d5e-6f70-4182-9a3b-4c5d6e7f8091";
-    let r = emu
-        .arm(
-            Method::GET,
-            &versioned(&zones_path(CLUSTER_RG), API),
-            Some(&demo),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::FORBIDDEN, "AuthorizationFailed")
-    );
+    let r = dns(&emu, Method::GET, zones_path(CLUSTER_RG), &demo, None).await;
+    r.assert_error(StatusCode::FORBIDDEN, "AuthorizationFailed");
     assert_eq!(
         r.message(),
         format!(
@@ -320,57 +274,44 @@ async fn only_the_roles_azure_requires_may_read_and_write() {
         )
     );
     // RBAC comes before existence: a zone that does not exist is refused the same way.
-    let r = emu
-        .arm(
-            Method::PUT,
-            &versioned(&format!("{}/A/x", zone_path("nope.example")), API),
-            Some(&demo),
-            Some(&a_record("10.0.0.1")),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::FORBIDDEN, "AuthorizationFailed")
-    );
+    let r = dns(
+        &emu,
+        Method::PUT,
+        format!("{}/A/x", zone_path("nope.example")),
+        &demo,
+        Some(&a_record("10.0.0.1")),
+    )
+    .await;
+    r.assert_error(StatusCode::FORBIDDEN, "AuthorizationFailed");
 
     // Reader on the group reads, but writes nothing.
     emu.admin(Method::POST, "/admin/arm/role-assignments", Some(&json!({
         "principal": DEMO, "role": "Reader", "scope": format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{CLUSTER_RG}"),
     })))
     .await;
-    let r = emu
-        .arm(
-            Method::GET,
-            &versioned(&format!("{}/all", zone_path(ZONE)), API),
-            Some(&demo),
-            None,
-        )
-        .await;
+    let r = dns(
+        &emu,
+        Method::GET,
+        format!("{}/all", zone_path(ZONE)),
+        &demo,
+        None,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let r = emu
-        .arm(
-            Method::PUT,
-            &versioned(&record_path("A", "www"), API),
-            Some(&demo),
-            Some(&a_record("10.0.0.1")),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::FORBIDDEN, "AuthorizationFailed")
-    );
+    let r = dns(
+        &emu,
+        Method::PUT,
+        record_path("A", "www"),
+        &demo,
+        Some(&a_record("10.0.0.1")),
+    )
+    .await;
+    r.assert_error(StatusCode::FORBIDDEN, "AuthorizationFailed");
     assert!(r.message().contains(&format!(
         "perform action 'Microsoft.Network/dnszones/A/write' over scope \
          '/subscriptions/{SUBSCRIPTION}/resourceGroups/{CLUSTER_RG}/providers/Microsoft.Network/dnszones/{ZONE}/A/www'"
     )), "{}", r.message());
-    let r = emu
-        .arm(
-            Method::DELETE,
-            &versioned(&record_path("TXT", "x"), API),
-            Some(&demo),
-            None,
-        )
-        .await;
+    let r = dns(&emu, Method::DELETE, record_path("TXT", "x"), &demo, None).await;
     assert!(
         r.message()
             .contains("'Microsoft.Network/dnszones/TXT/delete'"),
@@ -380,25 +321,30 @@ async fn only_the_roles_azure_requires_may_read_and_write() {
 
     // DNS Zone Contributor on the zone writes there, and only there.
     let external_dns = emu.arm_token(EXTERNAL_DNS);
-    let r = emu.arm(Method::PUT, &versioned(&record_path("cname", "alias"), API), Some(&external_dns),
-        Some(&json!({"properties": {"TTL": 60, "CNAMERecord": {"cname": "www.study4dev.example"}}}))).await;
+    let r = dns(
+        &emu,
+        Method::PUT,
+        record_path("cname", "alias"),
+        &external_dns,
+        Some(
+            &json!({"properties": {"TTL": 60, "CNAMERecord": {"cname": "www.study4dev.example"}}}),
+        ),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(
         r.body["id"].as_str().map(|id| id.ends_with("/CNAME/alias")),
         Some(true)
     );
-    let r = emu
-        .arm(
-            Method::PUT,
-            &versioned(&format!("{}/A/x", zone_path("nope.example")), API),
-            Some(&external_dns),
-            Some(&a_record("10.0.0.1")),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::FORBIDDEN, "AuthorizationFailed")
-    );
+    let r = dns(
+        &emu,
+        Method::PUT,
+        format!("{}/A/x", zone_path("nope.example")),
+        &external_dns,
+        Some(&a_record("10.0.0.1")),
+    )
+    .await;
+    r.assert_error(StatusCode::FORBIDDEN, "AuthorizationFailed");
     emu.shutdown().await;
 }
 
@@ -410,47 +356,31 @@ async fn record_sets_under_a_missing_zone_or_group_are_not_found() {
     })))
     .await;
     let token = emu.arm_token(DEMO);
-    let r = emu
-        .arm(
-            Method::PUT,
-            &versioned(&format!("{}/A/x", zone_path("nope.example")), API),
-            Some(&token),
-            Some(&a_record("10.0.0.1")),
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::NOT_FOUND, "ParentResourceNotFound")
-    );
+    let r = dns(
+        &emu,
+        Method::PUT,
+        format!("{}/A/x", zone_path("nope.example")),
+        &token,
+        Some(&a_record("10.0.0.1")),
+    )
+    .await;
+    r.assert_error(StatusCode::NOT_FOUND, "ParentResourceNotFound");
     assert_eq!(
         r.message(),
         "Can not perform requested operation on nested resource. Parent resource 'nope.example' not found."
     );
-    let r = emu
-        .arm(
-            Method::GET,
-            &versioned(&format!("{}/all", zone_path("nope.example")), API),
-            Some(&token),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::NOT_FOUND, "ParentResourceNotFound")
-    );
+    let r = dns(
+        &emu,
+        Method::GET,
+        format!("{}/all", zone_path("nope.example")),
+        &token,
+        None,
+    )
+    .await;
+    r.assert_error(StatusCode::NOT_FOUND, "ParentResourceNotFound");
     let missing_group = format!("{}/{ZONE}/A/x", zones_path("no-such-group"));
-    let r = emu
-        .arm(
-            Method::DELETE,
-            &versioned(&missing_group, API),
-            Some(&token),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::NOT_FOUND, "ResourceGroupNotFound")
-    );
+    let r = dns(&emu, Method::DELETE, missing_group, &token, None).await;
+    r.assert_error(StatusCode::NOT_FOUND, "ResourceGroupNotFound");
     emu.shutdown().await;
 }
 
@@ -480,14 +410,14 @@ async fn bodies_and_apex_record_sets_azure_refuses_are_refused() {
             json!({"properties": {"TXTRecords": [{"value": "not a list"}]}}),
         ),
     ] {
-        let r = emu
-            .arm(
-                Method::PUT,
-                &versioned(&record_path(record_type, name), API),
-                Some(&token),
-                Some(&body),
-            )
-            .await;
+        let r = dns(
+            &emu,
+            Method::PUT,
+            record_path(record_type, name),
+            &token,
+            Some(&body),
+        )
+        .await;
         assert_eq!(
             (r.status, r.code()),
             (StatusCode::BAD_REQUEST, "BadRequest"),
@@ -495,26 +425,16 @@ async fn bodies_and_apex_record_sets_azure_refuses_are_refused() {
             r.body
         );
     }
-    let r = emu
-        .arm(
-            Method::DELETE,
-            &versioned(&record_path("NS", "@"), API),
-            Some(&token),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::BAD_REQUEST, "BadRequest")
-    );
-    let r = emu
-        .arm(
-            Method::PUT,
-            &versioned(&record_path("SRV", "_sip._tcp"), API),
-            Some(&token),
-            Some(&json!({})),
-        )
-        .await;
+    let r = dns(&emu, Method::DELETE, record_path("NS", "@"), &token, None).await;
+    r.assert_error(StatusCode::BAD_REQUEST, "BadRequest");
+    let r = dns(
+        &emu,
+        Method::PUT,
+        record_path("SRV", "_sip._tcp"),
+        &token,
+        Some(&json!({})),
+    )
+    .await;
     assert_eq!(
         r.status,
         StatusCode::NOT_FOUND,
@@ -529,10 +449,7 @@ async fn bodies_and_apex_record_sets_azure_refuses_are_refused() {
             None,
         )
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::BAD_REQUEST, "InvalidApiVersionParameter")
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "InvalidApiVersionParameter");
     emu.shutdown().await;
 }
 
@@ -558,14 +475,14 @@ async fn lists_are_paged_by_next_link() {
     let emu = Emulator::start_seed().await;
     let token = emu.arm_token(EXTERNAL_DNS);
     for name in ["a", "b.sub", "c.sub", "d"] {
-        let r = emu
-            .arm(
-                Method::PUT,
-                &versioned(&record_path("A", name), API),
-                Some(&token),
-                Some(&a_record("10.0.0.1")),
-            )
-            .await;
+        let r = dns(
+            &emu,
+            Method::PUT,
+            record_path("A", name),
+            &token,
+            Some(&a_record("10.0.0.1")),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::CREATED);
     }
     let all = format!("{}/all", zone_path(ZONE));
@@ -602,10 +519,7 @@ async fn lists_are_paged_by_next_link() {
             None,
         )
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::BAD_REQUEST, "BadRequest")
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "BadRequest");
     let r = emu
         .arm(
             Method::GET,
@@ -614,9 +528,6 @@ async fn lists_are_paged_by_next_link() {
             None,
         )
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::BAD_REQUEST, "BadRequest")
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "BadRequest");
     emu.shutdown().await;
 }

@@ -165,10 +165,7 @@ async fn inconsistent_type_and_map_and_duplicates_are_invalid_parameter() {
         json!({"type": "SystemAssigned", "userAssignedIdentities": {b.clone(): {}}}),
     )
     .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::BAD_REQUEST, "InvalidParameter")
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "InvalidParameter");
     assert_eq!(
         r.message(),
         "ResourceIdentity identityIds should not be provided if the type is \"SystemAssigned\"."
@@ -176,10 +173,7 @@ async fn inconsistent_type_and_map_and_duplicates_are_invalid_parameter() {
     assert_eq!(r.body["error"]["target"], "resourceIdentity.identityIds");
 
     let r = patch(&emu, &vmss, MIC, json!({"type": "UserAssigned", "userAssignedIdentities": {b.clone(): {}, b.to_uppercase(): {}}})).await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::BAD_REQUEST, "InvalidParameter")
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "InvalidParameter");
     assert!(
         r.message()
             .ends_with("cannot be duplicated in the provided identityIds list."),
@@ -188,10 +182,7 @@ async fn inconsistent_type_and_map_and_duplicates_are_invalid_parameter() {
     );
 
     let r = patch(&emu, &vmss, MIC, json!({"type": "Everything"})).await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::BAD_REQUEST, "InvalidParameter")
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "InvalidParameter");
 
     // Nothing was half-applied.
     assert_eq!(keys(&identity_of(&emu, &vmss).await), vec![a]);
@@ -204,10 +195,7 @@ async fn a_missing_identity_fails_the_whole_request_with_the_crp_wrapper_text() 
     let vmss = vmss_id(NODE_RG, SCALE_SET);
     let ghost = uami_id(NODE_RG, "Ghost-Identity");
     let r = patch(&emu, &vmss, MIC, json!({"type": "UserAssigned", "userAssignedIdentities": {uami_id(NODE_RG, "id-b"): {}, ghost.clone(): {}}})).await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::BAD_REQUEST, "FailedIdentityOperation")
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "FailedIdentityOperation");
     let expected = format!(
         "Identity operation for resource '{vmss}' failed with error 'Failed to perform resource identity operation. \
          Status: 'BadRequest'. Response: '{{\"error\":{{\"code\":\"BadRequest\",\"message\":\"Resource '{}' was not found.\"}}}}'.'.",
@@ -238,10 +226,7 @@ async fn linked_authorization_failure_lists_every_unassignable_identity_for_mics
         json!({"type": "UserAssigned", "userAssignedIdentities": {uami_id(NODE_RG, "id-b"): {}, ext1.clone(): {}, ext3.clone(): {}, uami_id(SHARED_RG, "ext-2"): null}}),
     )
     .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::FORBIDDEN, "LinkedAuthorizationFailed")
-    );
+    r.assert_error(StatusCode::FORBIDDEN, "LinkedAuthorizationFailed");
     let object_id = emu.shared().world().service_principals[MIC]
         .object_id
         .clone();
@@ -270,10 +255,7 @@ async fn linked_authorization_failure_lists_every_unassignable_identity_for_mics
         json!({"type": "UserAssigned", "userAssignedIdentities": {ext1: {}}}),
     )
     .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::FORBIDDEN, "AuthorizationFailed")
-    );
+    r.assert_error(StatusCode::FORBIDDEN, "AuthorizationFailed");
     assert!(
         r.message()
             .contains("'Microsoft.Compute/virtualMachineScaleSets/write'")
@@ -334,10 +316,7 @@ async fn one_hundred_fifty_identities_per_request_pass_and_one_more_fails() {
         json!({"type": "UserAssigned", "userAssignedIdentities": map(151)}),
     )
     .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::BAD_REQUEST, "FailedIdentityOperation")
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "FailedIdentityOperation");
     assert!(
         r.message().contains(
             "User Assigned Identities Number '151' Assign exceed limit '150' in one request."
@@ -392,7 +371,7 @@ async fn deleting_resources_and_concurrent_updates_are_409() {
         StatusCode::OK
     );
     let r = patch(&emu, &vmss, MIC, add_c.clone()).await;
-    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "Conflict"));
+    r.assert_error(StatusCode::CONFLICT, "Conflict");
 
     emu.set_knobs(json!({"arm": {"allowConcurrentUpdates": true}}))
         .await;
@@ -414,10 +393,7 @@ async fn deleting_resources_and_concurrent_updates_are_409() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let r = patch(&emu, &vm, MIC, add_b).await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::CONFLICT, "OperationNotAllowed")
-    );
+    r.assert_error(StatusCode::CONFLICT, "OperationNotAllowed");
     assert!(r.message().contains("marked for deletion"));
     emu.shutdown().await;
 }

@@ -63,10 +63,7 @@ async fn identities_are_read_with_a_lower_case_resourcegroups_id_and_listed_by_g
             None,
         )
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::NOT_FOUND, "ResourceNotFound")
-    );
+    r.assert_error(StatusCode::NOT_FOUND, "ResourceNotFound");
     emu.shutdown().await;
 }
 
@@ -82,10 +79,7 @@ async fn identities_are_created_and_deleted_with_write_permission_only() {
             Some(&json!({"location": "eastus"})),
         )
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::FORBIDDEN, "AuthorizationFailed")
-    );
+    r.assert_error(StatusCode::FORBIDDEN, "AuthorizationFailed");
 
     let owner = emu.arm_token(OWNER);
     let r = emu
@@ -179,10 +173,7 @@ async fn role_assignments_change_what_a_principal_may_do() {
             Some(&body),
         )
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::FORBIDDEN, "AuthorizationFailed")
-    );
+    r.assert_error(StatusCode::FORBIDDEN, "AuthorizationFailed");
     assert!(
         r.message()
             .contains("Microsoft.Authorization/roleAssignments/write")
@@ -233,10 +224,7 @@ async fn role_assignments_change_what_a_principal_may_do() {
         StatusCode::FORBIDDEN
     );
     let r = emu.arm(Method::GET, &assignment, Some(&owner), None).await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::NOT_FOUND, "RoleAssignmentNotFound")
-    );
+    r.assert_error(StatusCode::NOT_FOUND, "RoleAssignmentNotFound");
     emu.shutdown().await;
 }
 

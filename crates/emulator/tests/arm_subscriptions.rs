@@ -167,18 +167,12 @@ async fn the_subscription_list_needs_a_token_and_an_api_version() {
             None,
         )
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::UNAUTHORIZED, "AuthenticationFailed")
-    );
+    r.assert_error(StatusCode::UNAUTHORIZED, "AuthenticationFailed");
     let token = emu.arm_token(GROUP_READER);
     let r = emu
         .arm(Method::GET, "/subscriptions", Some(&token), None)
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::BAD_REQUEST, "MissingApiVersionParameter")
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "MissingApiVersionParameter");
     let r = emu
         .arm(
             Method::GET,
@@ -187,10 +181,7 @@ async fn the_subscription_list_needs_a_token_and_an_api_version() {
             None,
         )
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::BAD_REQUEST, "InvalidApiVersionParameter")
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "InvalidApiVersionParameter");
     let r = emu
         .arm(
             Method::POST,
@@ -281,10 +272,7 @@ async fn the_scale_sets_of_a_group_are_listed_with_read_on_the_group() {
     let r = emu
         .arm(Method::GET, &list(SHARED_RG), Some(&token), None)
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::FORBIDDEN, "AuthorizationFailed")
-    );
+    r.assert_error(StatusCode::FORBIDDEN, "AuthorizationFailed");
     assert!(r.message().contains(&format!(
         "perform action 'Microsoft.Compute/virtualMachineScaleSets/read' over scope \
          '/subscriptions/{SUBSCRIPTION}/resourceGroups/{SHARED_RG}'"
@@ -311,10 +299,7 @@ async fn the_scale_sets_of_a_group_are_listed_with_read_on_the_group() {
             None,
         )
         .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::NOT_FOUND, "ResourceGroupNotFound")
-    );
+    r.assert_error(StatusCode::NOT_FOUND, "ResourceGroupNotFound");
     assert_eq!(emu.counter("arm.vmss.list", 200).await.1, 3);
     emu.shutdown().await;
 }

@@ -113,10 +113,7 @@ async fn the_compute_rp_throttles_by_named_policy_with_the_serialised_detail() {
         value,
         "Microsoft.Compute/GetVMScaleSet3Min;0,Microsoft.Compute/GetVMScaleSet30Min;97"
     );
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::TOO_MANY_REQUESTS, "OperationNotAllowed")
-    );
+    r.assert_error(StatusCode::TOO_MANY_REQUESTS, "OperationNotAllowed");
     let wait = integer_seconds(&r);
     assert!((1..=180).contains(&wait), "{wait}");
     let detail = &r.body["error"]["details"][0];

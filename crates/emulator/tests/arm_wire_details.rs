@@ -169,10 +169,7 @@ async fn identities_already_on_the_machine_need_no_assign_permission() {
         &assign(&[(SHARED_RG, "ext-1"), (SHARED_RG, "ext-2")]),
     )
     .await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::FORBIDDEN, "LinkedAuthorizationFailed")
-    );
+    r.assert_error(StatusCode::FORBIDDEN, "LinkedAuthorizationFailed");
     assert!(
         r.message().contains(&format!(
             "linked scope(s) '{}'",
@@ -203,10 +200,7 @@ async fn the_per_request_limit_counts_only_what_a_request_changes() {
     let remove = json!({"identity": {"type": "UserAssigned", "userAssignedIdentities": {
         uami_id(NODE_RG, "id-a"): null, uami_id(NODE_RG, "id-b"): null}}});
     let r = patch_vmss(&emu, MIC, &remove).await;
-    assert_eq!(
-        (r.status, r.code()),
-        (StatusCode::BAD_REQUEST, "FailedIdentityOperation")
-    );
+    r.assert_error(StatusCode::BAD_REQUEST, "FailedIdentityOperation");
     assert!(
         r.message().contains("Number '2' Assign exceed limit '1'"),
         "{}",

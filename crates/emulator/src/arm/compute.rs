@@ -24,18 +24,6 @@ fn compute_ref<'w>(world: &'w World, kind: ComputeKind, key: &str) -> Option<&'w
     }
 }
 
-/// 404 `ResourceGroupNotFound` unless the group exists.
-fn require_group(world: &World, subscription: &str, group: &str) -> Result<(), ArmError> {
-    if world
-        .resource_groups
-        .contains_key(armid::resource_group_id(subscription, group).key())
-    {
-        Ok(())
-    } else {
-        Err(error::resource_group_not_found(group))
-    }
-}
-
 /// Charges one request to each policy, sets `x-ms-ratelimit-remaining-resource`, and answers
 /// the first full policy's 429.
 fn charge(
@@ -182,7 +170,7 @@ pub fn get(
     let shared = call.shared;
     let world = shared.world();
     call.require(&world, &format!("{}/read", kind.resource_type()), &id)?;
-    require_group(&world, subscription, group)?;
+    error::require_group(&world, subscription, group)?;
     let compute = compute_ref(&world, kind, id.key())
         .ok_or_else(|| error::resource_not_found(kind.resource_type(), name, group))?;
     let location = compute.location.clone();
@@ -197,47 +185,59 @@ pub fn get(
 }
 
 pub fn list_vms(call: &mut Call<'_>, subscription: &str, group: &str) -> Outcome {
-    let scope = armid::resource_group_id(subscription, group);
     let policies = call
         .shared
         .knobs_with(|k| k.arm.compute_policies.vm_list.clone());
-    let shared = call.shared;
-    let world = shared.world();
-    call.require(&world, "Microsoft.Compute/virtualMachines/read", &scope)?;
-    let location = world
-        .resource_groups
-        .get(scope.key())
-        .map(|rg| rg.location.clone())
-        .ok_or_else(|| error::resource_group_not_found(group))?;
-    charge(
+    list_in_group(
         call,
-        &mut shared.arm.lock(),
-        subscription,
-        &location,
+        (subscription, group),
+        "Microsoft.Compute/virtualMachines/read",
         &policies,
-    )?;
-    let value: Vec<Value> = world
-        .virtual_machines
-        .values()
-        .filter(|vm| vm.compute.id.is_within(&scope))
-        .map(|vm| render_vm(vm, &world))
-        .collect();
-    Ok((StatusCode::OK, Some(json!({ "value": value }))))
+        |world, scope| {
+            world
+                .virtual_machines
+                .values()
+                .filter(|vm| vm.compute.id.is_within(scope))
+                .map(|vm| render_vm(vm, world))
+                .collect()
+        },
+    )
 }
 
 /// The scale sets of a resource group. Charged to the scale-set instance-list policies [E].
 pub fn list_scale_sets(call: &mut Call<'_>, subscription: &str, group: &str) -> Outcome {
-    let scope = armid::resource_group_id(subscription, group);
     let policies = call
         .shared
         .knobs_with(|k| k.arm.compute_policies.scale_set_instances.clone());
+    list_in_group(
+        call,
+        (subscription, group),
+        "Microsoft.Compute/virtualMachineScaleSets/read",
+        &policies,
+        |world, scope| {
+            world
+                .scale_sets
+                .values()
+                .filter(|ss| ss.compute.id.is_within(scope))
+                .map(|ss| render_scale_set(ss, world))
+                .collect()
+        },
+    )
+}
+
+/// A list of one resource group's resources: RBAC on the group first, then its existence, then
+/// the throttle charged in the group's location.
+fn list_in_group(
+    call: &mut Call<'_>,
+    (subscription, group): (&str, &str),
+    action: &str,
+    policies: &[PolicyKnob],
+    list: impl FnOnce(&World, &ArmId) -> Vec<Value>,
+) -> Outcome {
+    let scope = armid::resource_group_id(subscription, group);
     let shared = call.shared;
     let world = shared.world();
-    call.require(
-        &world,
-        "Microsoft.Compute/virtualMachineScaleSets/read",
-        &scope,
-    )?;
+    call.require(&world, action, &scope)?;
     let location = world
         .resource_groups
         .get(scope.key())
@@ -248,14 +248,9 @@ pub fn list_scale_sets(call: &mut Call<'_>, subscription: &str, group: &str) -> 
         &mut shared.arm.lock(),
         subscription,
         &location,
-        &policies,
+        policies,
     )?;
-    let value: Vec<Value> = world
-        .scale_sets
-        .values()
-        .filter(|ss| ss.compute.id.is_within(&scope))
-        .map(|ss| render_scale_set(ss, &world))
-        .collect();
+    let value = list(&world, &scope);
     Ok((StatusCode::OK, Some(json!({ "value": value }))))
 }
 
@@ -271,7 +266,7 @@ pub fn list_instances(call: &mut Call<'_>, subscription: &str, group: &str, name
         "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read",
         &id,
     )?;
-    require_group(&world, subscription, group)?;
+    error::require_group(&world, subscription, group)?;
     let ss = world
         .scale_sets
         .get(id.key())
@@ -424,7 +419,7 @@ pub fn update(
             ));
         }
     }
-    require_group(&world, subscription, group)?;
+    error::require_group(&world, subscription, group)?;
     let (location, state, in_flight) = compute_ref(&world, kind, id.key())
         .map(|c| {
             (

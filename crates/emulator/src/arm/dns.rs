@@ -33,21 +33,10 @@ fn record_action(record_type: RecordType, verb: &str) -> String {
     format!("{ZONE_TYPE}/{}/{verb}", record_type.as_str())
 }
 
-fn require_group(world: &World, subscription: &str, group: &str) -> Result<(), ArmError> {
-    if world
-        .resource_groups
-        .contains_key(armid::resource_group_id(subscription, group).key())
-    {
-        Ok(())
-    } else {
-        Err(error::resource_group_not_found(group))
-    }
-}
-
 /// The parent zone of a record-set request: 404 `ResourceGroupNotFound`, then
 /// `ParentResourceNotFound`.
 fn parent_zone<'w>(world: &'w World, zone: &ZoneRef) -> Result<&'w DnsZone, ArmError> {
-    require_group(world, &zone.subscription, &zone.group)?;
+    error::require_group(world, &zone.subscription, &zone.group)?;
     world
         .dns_zones
         .get(zone_id(zone).key())
@@ -123,7 +112,7 @@ pub fn list_zones(call: &mut Call<'_>, subscription: &str, group: &str) -> Outco
     let items: Vec<(String, Value)> = {
         let world = call.shared.world();
         call.require(&world, &format!("{ZONE_TYPE}/read"), &scope)?;
-        require_group(&world, subscription, group)?;
+        error::require_group(&world, subscription, group)?;
         world
             .dns_zones
             .iter()
@@ -137,7 +126,7 @@ pub fn list_zones(call: &mut Call<'_>, subscription: &str, group: &str) -> Outco
 pub fn get_zone(call: &mut Call<'_>, zone: &ZoneRef) -> Outcome {
     let world = call.shared.world();
     call.require(&world, &format!("{ZONE_TYPE}/read"), &zone_id(zone))?;
-    require_group(&world, &zone.subscription, &zone.group)?;
+    error::require_group(&world, &zone.subscription, &zone.group)?;
     let found = world
         .dns_zones
         .get(zone_id(zone).key())

@@ -5,7 +5,8 @@
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::armid::ArmId;
+use crate::armid::{self, ArmId};
+use crate::world::World;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ArmError {
@@ -124,6 +125,18 @@ pub fn resource_group_not_found(group: &str) -> ArmError {
         "ResourceGroupNotFound",
         format!("Resource group '{group}' could not be found."),
     )
+}
+
+/// 404 `ResourceGroupNotFound` unless the group exists.
+pub fn require_group(world: &World, subscription: &str, group: &str) -> Result<(), ArmError> {
+    if world
+        .resource_groups
+        .contains_key(armid::resource_group_id(subscription, group).key())
+    {
+        Ok(())
+    } else {
+        Err(resource_group_not_found(group))
+    }
 }
 
 pub fn resource_not_found(resource_type: &str, name: &str, group: &str) -> ArmError {

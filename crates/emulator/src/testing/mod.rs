@@ -200,6 +200,15 @@ impl Reply {
         self.body["error"]["code"].as_str().unwrap_or_default()
     }
 
+    /// Asserts the status and `error.code` of an ARM error answer, showing the body otherwise.
+    ///
+    /// # Panics
+    /// When either differs.
+    #[track_caller]
+    pub fn assert_error(&self, status: StatusCode, code: &str) {
+        assert_eq!((self.status, self.code()), (status, code), "{}", self.body);
+    }
+
     /// `error.message` of an ARM error body (`""` if absent).
     pub fn message(&self) -> &str {
         self.body["error"]["message"].as_str().unwrap_or_default()
