@@ -45,15 +45,19 @@ roleAssignments:
     )
 }
 
+/// `GET /subscriptions` as the CLI sends it.
+async fn list_subscriptions(emu: &Emulator, token: &str) -> Reply {
+    emu.arm(
+        Method::GET,
+        &versioned("/subscriptions", SUBSCRIPTIONS_API),
+        Some(token),
+        None,
+    )
+    .await
+}
+
 async fn subscription_ids(emu: &Emulator, principal: &str) -> Vec<String> {
-    let r = emu
-        .arm(
-            Method::GET,
-            &versioned("/subscriptions", SUBSCRIPTIONS_API),
-            Some(&emu.arm_token(principal)),
-            None,
-        )
-        .await;
+    let r = list_subscriptions(emu, &emu.arm_token(principal)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let value = r.body["value"].as_array().expect("value");
     assert_eq!(
@@ -75,14 +79,7 @@ async fn subscription_ids(emu: &Emulator, principal: &str) -> Vec<String> {
 async fn the_subscription_list_shows_what_a_role_assignment_reaches_in_azures_shape() {
     let emu = Emulator::start(&two_subscriptions()).await;
     let token = emu.arm_token(GROUP_READER);
-    let r = emu
-        .arm(
-            Method::GET,
-            &versioned("/subscriptions", SUBSCRIPTIONS_API),
-            Some(&token),
-            None,
-        )
-        .await;
+    let r = list_subscriptions(&emu, &token).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(
         r.body,
@@ -192,14 +189,7 @@ async fn the_subscription_list_needs_a_token_and_an_api_version() {
         .await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{}", r.body);
     // Tenant-level: no subscription's front-door bucket is charged.
-    let r = emu
-        .arm(
-            Method::GET,
-            &versioned("/subscriptions", SUBSCRIPTIONS_API),
-            Some(&token),
-            None,
-        )
-        .await;
+    let r = list_subscriptions(&emu, &token).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(
         r.header("x-ms-ratelimit-remaining-subscription-reads")
