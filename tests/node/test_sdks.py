@@ -5,12 +5,17 @@ holds for each: a temporary failure is retried to success, a permanent one stops
 
 Each client runs in the pod's network namespace only (`nsenter -n`, after `check_pod_namespace`),
 with an empty environment but PATH. The Python clients are the pinned ones of tests/python; the Go
-one is azidentity's ManagedIdentityCredential at tests/go's pin (tests/go/cmd/podtoken)."""
+one is azidentity's ManagedIdentityCredential at tests/go's pin (tests/go/cmd/podtoken); the Rust
+one is the azure_identity 1.x crate's ManagedIdentityCredential (tests/rust-sdk, its own pinned
+Cargo project with the same command line and output as the Go one)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -59,6 +64,9 @@ print(json.dumps({"token": result["access_token"]} if "access_token" in result e
 
 
 GO_CLIENT = "azidentity (Go)"
+RUST_CLIENT = "azure_identity (Rust)"
+# Compiled clients: `podtoken CLIENT_ID RESOURCE`, printing {"token": …} or {"error": …}.
+BINARY_CLIENTS = [GO_CLIENT, RUST_CLIENT]
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +77,28 @@ def go_client(tmp_path_factory):
     return binary
 
 
+def cargo() -> str:
+    """cargo from PATH, else rustup's default place (a root shell whose PATH lacks ~/.cargo/bin)."""
+    home = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo"))
+    found = shutil.which("cargo") or shutil.which("cargo", path=str(home / "bin"))
+    if not found:
+        raise LabError("cargo is missing (rustup, as .ci/run expects): needed to build tests/rust-sdk")
+    return found
+
+
 @pytest.fixture(scope="module")
-def sdk_pods(lab, go_client):
-    lab.go_client = go_client
+def rust_client():
+    # Under the repository's target/ (CI caches it); about 3 min cold on 2 cores, under 1 s warm.
+    target = ROOT / "target" / "rust-sdk"
+    subprocess.run([cargo(), "build", "--release", "--locked", "--manifest-path",
+                    str(ROOT / "tests" / "rust-sdk" / "Cargo.toml")],
+                   env={**os.environ, "CARGO_TARGET_DIR": str(target)}, check=True, timeout=900)
+    return target / "release" / "podtoken"
+
+
+@pytest.fixture(scope="module")
+def sdk_pods(lab, go_client, rust_client):
+    lab.sdk_binaries = {GO_CLIENT: go_client, RUST_CLIENT: rust_client}
     lab.apply_file(SEED / "azureidentity-demo.yaml")
     lab.apply([lab.pause_pod("sdk-bound", labels={"aadpodidbinding": "DEMO"}),
                lab.pause_pod("sdk-unbound")])
@@ -84,7 +111,8 @@ def sdk_pods(lab, go_client):
 def run_client(lab, pod: str, client: str, client_id: str, resource: str) -> dict:
     pid = lab.pod_pid(pod)
     lab.check_pod_namespace(pid)
-    program = [str(lab.go_client)] if client == GO_CLIENT else [PYTHON, "-c", CLIENTS[client]]
+    program = ([str(lab.sdk_binaries[client])] if client in BINARY_CLIENTS
+               else [PYTHON, "-c", CLIENTS[client]])
     done = subprocess.run(
         ["nsenter", "-t", str(pid), "-n", "env", "-i", f"PATH={os.environ['PATH']}",
          *program, client_id, resource],
@@ -95,7 +123,7 @@ def run_client(lab, pod: str, client: str, client_id: str, resource: str) -> dic
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("client", [*CLIENTS, GO_CLIENT])
+@pytest.mark.parametrize("client", [*CLIENTS, *BINARY_CLIENTS])
 @pytest.mark.parametrize("client_id", [DEMO_CLIENT_ID, ""], ids=["with-client-id", "no-client-id"])
 def test_default_client_in_a_pod_gets_its_identity(sdk_pods, client, client_id):
     lab = sdk_pods
@@ -110,10 +138,19 @@ FRESH_RESOURCES = {
     "azure-identity (async)": "https://storage.azure.com",
     "msal": "https://graph.microsoft.com",
     GO_CLIENT: "https://database.windows.net",
+    RUST_CLIENT: "https://containerregistry.azure.net",
 }
 
+# Like azure-identity and azidentity, the Rust crate retries IMDS's 404, 410, 429 and 5xx and not
+# NMI's 400 (IMDS's retry guidance), but it waits longest before its first retry: 1.34 s doubled,
+# plus up to 255 ms of jitter (azidentity: 1.6-2.6 s; azure-identity: none), then 5.36 s, 10.72 s,
+# 21.44 s, 30 s, at most 6 retries and none once 72 s have passed since the first answer
+# (azure_identity 1.0.0's VirtualMachineManagedIdentityCredential, azure_core 1.1.0's
+# ExponentialRetryPolicy). Its wait is checked as a lower bound.
+RETRY_DELAY_AT_LEAST = {RUST_CLIENT: 2.68}
 
-@pytest.mark.parametrize("client", [*CLIENTS, GO_CLIENT])
+
+@pytest.mark.parametrize("client", [*CLIENTS, *BINARY_CLIENTS])
 def test_a_temporary_imds_failure_is_retried_to_success(sdk_pods, client):
     lab = sdk_pods
     lab.admin("POST", "/admin/faults", {
@@ -122,7 +159,9 @@ def test_a_temporary_imds_failure_is_retried_to_success(sdk_pods, client):
     })
     try:
         before = lab.nmi_requests()
+        started = time.monotonic()
         answer = run_client(lab, "sdk-bound", client, DEMO_CLIENT_ID, FRESH_RESOURCES[client])
+        took = time.monotonic() - started
         unused = lab.admin("GET", "/admin/faults")
     finally:
         lab.admin("DELETE", "/admin/faults")  # the rule is gone once used; this clears a leftover
@@ -130,9 +169,10 @@ def test_a_temporary_imds_failure_is_retried_to_success(sdk_pods, client):
     # IMDS failed once (the rule was used up) and NMI answered 503; the client asked again.
     assert unused == [], unused
     assert lab.nmi_requests() == before + 2
+    assert took >= RETRY_DELAY_AT_LEAST.get(client, 0), took
 
 
-@pytest.mark.parametrize("client", [*CLIENTS, GO_CLIENT])
+@pytest.mark.parametrize("client", [*CLIENTS, *BINARY_CLIENTS])
 def test_a_permanent_refusal_stops_after_one_request(sdk_pods, client):
     lab = sdk_pods
     before = lab.nmi_requests()
