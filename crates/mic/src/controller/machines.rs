@@ -246,7 +246,7 @@ impl Machines {
                 state.not_before = Some(now + wait);
                 state.last_error = Some(failure.message.clone());
                 if failure.subscription_throttled {
-                    self.subscriptions.insert(subscription.clone(), now + wait);
+                    self.pause_subscription(&subscription, now + wait);
                 }
             }
             None => {
@@ -260,8 +260,7 @@ impl Machines {
             .subscription_writes
             .is_some_and(|left| left < LOW_REMAINING)
         {
-            self.subscriptions
-                .insert(subscription, now + timing.retry.base);
+            self.pause_subscription(&subscription, now + timing.retry.base);
         }
         if outcome
             .rate_limits
@@ -285,6 +284,16 @@ impl Machines {
     }
 
     /// When the quarantine of `id` ends, if it is quarantined.
+    /// Holds writes to `subscription` until `until`; a longer pause already set stays (a 429's
+    /// `Retry-After` is not cut short by the low-remaining pacing of the same answer).
+    fn pause_subscription(&mut self, subscription: &str, until: Instant) {
+        let pause = self
+            .subscriptions
+            .entry(subscription.to_owned())
+            .or_insert(until);
+        *pause = (*pause).max(until);
+    }
+
     pub fn quarantined_until(&self, id: &ResourceId, now: Instant) -> Option<Instant> {
         self.quarantine
             .get(id)
@@ -496,6 +505,8 @@ mod tests {
             }),
         );
         throttled.machine = MachineId::new(MachineKind::VirtualMachine, SUB, "rg", "vm");
+        // ARM's 429 also says no writes remain: that pacing must not shorten Retry-After.
+        throttled.rate_limits.subscription_writes = Some(0);
         machines.finish(&throttled, now, &timing());
         assert_eq!(
             machines.step(&plan(&["a"], &[]), now, &timing()),
