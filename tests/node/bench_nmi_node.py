@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,7 @@ from test_upstream_nmi import (  # noqa: E402
 )
 
 METADATA = "169.254.169.254:80"
+EMULATOR = os.environ.get("PODID_AZURE_EMULATOR_BIN", str(ROOT / "target" / "debug" / "azure-emulator"))
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -66,8 +68,23 @@ def node_pid() -> int:
     return pid
 
 
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's waited-for children (the generator processes)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def load(generator: Path, pids: list[int], concurrency: int, seconds: float, path: str) -> dict:
-    """One row: `concurrency` connections over min(concurrency, len(pids)) namespaces."""
+    """One row: `concurrency` connections over min(concurrency, len(pids)) namespaces. Besides the
+    answers: the generator's own CPU per request (so a row bound by the generator shows) and how
+    busy the machine's cores were (everything on them, other users' work included)."""
     spread = pids[:min(concurrency, len(pids))]
     shares = [concurrency // len(spread) + (i < concurrency % len(spread)) for i in range(len(spread))]
     start_at = int(time.time() * 1000) + 2000 + 15 * len(spread)
@@ -78,6 +95,11 @@ def load(generator: Path, pids: list[int], concurrency: int, seconds: float, pat
         stdout=subprocess.PIPE, text=True) for pid, share in zip(spread, shares)]
     ok = errors = 0
     latencies: list[int] = []
+    generator_cpu = children_cpu()
+    time.sleep(max(0.0, start_at / 1000 - time.time()))
+    busy, total = machine_cpu()
+    time.sleep(seconds)
+    busy, total = [after - before for after, before in zip(machine_cpu(), (busy, total))]
     for proc in procs:
         out, _ = proc.communicate(timeout=seconds + 120)
         lines = out.split("\n")
@@ -89,8 +111,10 @@ def load(generator: Path, pids: list[int], concurrency: int, seconds: float, pat
     def pct(p: float) -> float:
         return latencies[min(len(latencies) - 1, int(p * len(latencies)))] / 1000 if latencies else float("nan")
 
+    generator_cpu = children_cpu() - generator_cpu
     return {"ok": ok, "errors": errors, "rate": ok / seconds, "p50": pct(0.50), "p99": pct(0.99),
-            "pods": len(spread)}
+            "pods": len(spread), "gen_us": generator_cpu * 1e6 / max(1, ok + errors),
+            "busy": 100 * busy / max(1, total)}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -173,17 +197,19 @@ def main() -> None:
         use_nmi(lab, podid_image, podid_nmi_role(lab))
 
     print(f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} on {os.cpu_count()} cores; "
-          f"{args.pods} pods, {args.seconds:.0f} s per row.")
+          f"{args.pods} pods, {args.seconds:.0f} s per row; emulator {os.path.realpath(EMULATOR)}.")
     print()
     print("| NMI | concurrency | pods sending | tokens/s | p50 ms | p99 ms | direct tokens/s | direct p50 ms"
-          " | direct p99 ms | adds at p99 ms | NMI CPU µs/req | NMI VmHWM MiB | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          " | direct p99 ms | adds at p99 ms | NMI CPU µs/req | generator CPU µs/req | cores busy %"
+          " | NMI VmHWM MiB | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for flavor in ("podid", "upstream"):
         for c in concurrencies:
             r, d = results[(flavor, c)], results[("direct", c)]
             print(f"| {flavor} | {c} | {r['pods']} | {r['rate']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
                   f"{d['rate']:,.0f} | {d['p50']:.2f} | {d['p99']:.2f} | {r['p99'] - d['p99']:+.2f} | "
-                  f"{r['cpu_us']:.0f} | {r['hwm']:.1f} | {r['errors'] + d['errors']} |")
+                  f"{r['cpu_us']:.0f} | {r['gen_us']:.0f} | {r['busy']:.0f} | {r['hwm']:.1f} | "
+                  f"{r['errors'] + d['errors']} |")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from lab import Lab, install_podid  # noqa: E402
+from logscan import LogHarvest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +17,11 @@ def lab() -> Lab:
     lab = Lab()
     install_podid(lab)
     return lab
+
+
+@pytest.fixture(scope="session", autouse=True)
+def harvested_logs():
+    """Every log of the run, read while it runs (kubelet removes a deleted pod's logs):
+    tests/node/test_zz_logs.py scans them at the end."""
+    with LogHarvest(Lab().state) as harvest:
+        yield harvest

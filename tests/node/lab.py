@@ -263,12 +263,20 @@ def token_url(client_id: str | None = None, resource: str = ARM_RESOURCE) -> str
     return "http://169.254.169.254/metadata/identity/oauth2/token?" + urlencode(query)
 
 
+# Every access token a test saw in an answer (tests/node/test_zz_logs.py looks for them in the logs).
+SEEN_TOKENS: set[str] = set()
+
+
 def parse(answer: tuple[int, str]) -> tuple[int, dict]:
     code, body = answer
     try:
-        return code, json.loads(body)
+        parsed = json.loads(body)
     except ValueError:
         return code, {"raw": body}
+    for item in parsed if isinstance(parsed, list) else [parsed]:
+        if isinstance(item, dict) and isinstance(item.get("access_token"), str):
+            SEEN_TOKENS.add(item["access_token"])
+    return code, parsed
 
 
 def claims(access_token: str) -> dict:

@@ -10,7 +10,10 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> anyhow::Result<()> {
     let flags = Flags::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        // Colours only on a terminal: a container's log is a file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     match flags.log_format()? {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
