@@ -174,13 +174,17 @@ async fn a_restart_mid_batch_converges() {
     h.start_mic(test_settings()).await;
     h.emu.wait_held(1).await;
     assert!(is_active(h.mic()));
+    // The objects are written while the PATCH runs (ARM work starts first).
+    for pod in ["a", "b"] {
+        h.wait_status(&h.aai_name(pod, pod), "Created").await;
+    }
     // Leadership moves away mid-PATCH: MIC stops writing and ends.
     assert_eq!(h.stop_mic().await, Stopped::LostLeadership);
     for pod in ["a", "b"] {
         let aai = h
             .aai(&h.aai_name(pod, pod))
             .await
-            .expect("recorded before the PATCH");
+            .expect("recorded while the PATCH ran");
         assert_eq!(Harness::status_of(&aai), "Created");
     }
     // A new leader re-drives the Created objects. The old PATCH, if still held, goes on too.

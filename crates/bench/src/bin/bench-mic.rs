@@ -628,7 +628,7 @@ impl Bench {
         self.own_requests += pods.len() as u64;
         let tracker = self.tracker.clone();
         let started = Instant::now();
-        stream::iter(pods.iter().cloned())
+        let mut done: Vec<Instant> = stream::iter(pods.iter().cloned())
             .map(|(name, p, moved)| {
                 let (api, tracker) = (api.clone(), tracker.clone());
                 async move {
@@ -652,15 +652,27 @@ impl Bench {
                         );
                     }
                     api.create(&PostParams::default(), &pod).await?;
-                    anyhow::Ok(())
+                    anyhow::Ok(Instant::now())
                 }
             })
             .buffer_unordered(64)
             .try_collect::<Vec<_>>()
             .await?;
+        // The longest pause between two creates, and how many came before it: what MIC's
+        // debounce has to bridge (docs/benchmarks.md, MIC findings).
+        done.sort();
+        let (before, pause) = std::iter::once(started)
+            .chain(done.iter().copied())
+            .zip(&done)
+            .map(|(previous, at)| at.saturating_duration_since(previous))
+            .enumerate()
+            .max_by_key(|(_, pause)| *pause)
+            .unwrap_or_default();
         tracing::info!(
             pods = pods.len(),
             seconds = started.elapsed().as_secs_f64(),
+            longest_pause_ms = pause.as_millis() as u64,
+            created_before_it = before,
             "pods created"
         );
         for (name, p, moved) in pods {

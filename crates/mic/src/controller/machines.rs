@@ -273,6 +273,11 @@ impl Machines {
         }
         for (id, _) in &outcome.refused {
             let entry = self.quarantine.entry(id.clone()).or_default();
+            // Machines whose PATCHes were planned together, before the first refusal came
+            // back, refuse it in the same round: one failure, not one per machine.
+            if entry.until.is_some_and(|until| until > now) {
+                continue;
+            }
             entry.failures += 1;
             entry.until = Some(now + timing.quarantine.after(entry.failures));
         }
@@ -283,7 +288,6 @@ impl Machines {
         }
     }
 
-    /// When the quarantine of `id` ends, if it is quarantined.
     /// Holds writes to `subscription` until `until`; a longer pause already set stays (a 429's
     /// `Retry-After` is not cut short by the low-remaining pacing of the same answer).
     fn pause_subscription(&mut self, subscription: &str, until: Instant) {
@@ -294,6 +298,7 @@ impl Machines {
         *pause = (*pause).max(until);
     }
 
+    /// When the quarantine of `id` ends, if it is quarantined.
     pub fn quarantined_until(&self, id: &ResourceId, now: Instant) -> Option<Instant> {
         self.quarantine
             .get(id)
@@ -539,15 +544,23 @@ mod tests {
             machines.quarantined_until(&uami("bad"), now),
             Some(now + Duration::from_secs(30))
         );
-        let later = now + Duration::from_secs(30);
-        assert!(machines.quarantined(later).is_empty());
-        for _ in 0..10 {
-            machines.finish(&refused, later, &timing());
-        }
+        // Another machine refusing it in the same round does not double the wait.
+        let soon = now + Duration::from_secs(1);
+        machines.finish(&refused, soon, &timing());
         assert_eq!(
-            machines.quarantined_until(&uami("bad"), later),
-            Some(later + Duration::from_secs(600))
+            machines.quarantined_until(&uami("bad"), soon),
+            Some(now + Duration::from_secs(30))
         );
+        let mut later = now + Duration::from_secs(30);
+        assert!(machines.quarantined(later).is_empty());
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            machines.finish(&refused, later, &timing());
+            let until = machines.quarantined_until(&uami("bad"), later).unwrap();
+            waits.push((until - later).as_secs());
+            later = until;
+        }
+        assert_eq!(waits, [60, 120, 240, 480, 600, 600]);
         // Seen on a machine: assignable after all.
         machines.finish(&outcome(Some(identity(&["bad"])), None), later, &timing());
         assert!(machines.quarantined(later).is_empty());

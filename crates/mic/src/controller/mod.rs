@@ -2,9 +2,10 @@
 //! machine talks to ARM (docs/mic.md, "The loop").
 //!
 //! A cycle runs after any change (debounced), after a worker ends, and when a timer asks for
-//! one (grace period, backoff, quarantine, drift refresh, the periodic resync). It runs only
-//! while this replica leads; it never waits for ARM.
+//! one (grace period, backoff, quarantine, drift refresh, the periodic resync, the end of a
+//! burst). It runs only while this replica leads; it never waits for ARM.
 
+mod debounce;
 mod events;
 mod machines;
 mod stores;
@@ -23,10 +24,11 @@ use podid_api::{
     AssignedIdentityState, AzureAssignedIdentity, AzureIdentity, AzureIdentityBinding,
 };
 use podid_azure::arm::{ArmClient, MachineId};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+pub use debounce::Debounce;
 pub use events::{COMPONENT, Involved, Severity, reason};
 pub use machines::{Backoff, Timing};
 
@@ -35,9 +37,10 @@ use crate::{
     AssignedRecord, AssignedView, Diagnostic, Embeds, MachinePolicy, MatchOptions, NodeIndex,
     ObjectRef, Settlement, Waiting, desired, plan_machines, reconcile, settle,
 };
+use debounce::Arrivals;
 use events::Recorder;
 use machines::{Machines, Outcome, Step};
-use stores::Stores;
+use stores::{Changes, Stores};
 use writer::{Op, Overlay, Writer, Written};
 
 /// How the controller behaves; [`Settings::default`] is upstream's defaults.
@@ -48,11 +51,10 @@ pub struct Settings {
     pub immutable_client_ids: Vec<String>,
     /// How long an identity stays after its last pod.
     pub removal_grace: Duration,
-    /// A cycle runs once no change came for this long (a burst, such as a Deployment's pods
-    /// created together, is planned at once: one PATCH per scale set)…
-    pub debounce: Duration,
-    /// …but no later than this after the first change of the burst.
-    pub debounce_max: Duration,
+    /// When a cycle runs after changes: a lone change after a short pause, a burst (such as a
+    /// Deployment's pods) once it pauses, so that it is planned at once: one PATCH per scale
+    /// set.
+    pub debounce: Debounce,
     /// `--syncRetryDuration`: a cycle at least this often.
     pub resync: Duration,
     pub timing: Timing,
@@ -70,8 +72,7 @@ impl Default for Settings {
             match_options: MatchOptions::default(),
             immutable_client_ids: Vec::new(),
             removal_grace: crate::machine::DEFAULT_REMOVAL_GRACE,
-            debounce: Duration::from_millis(100),
-            debounce_max: Duration::from_secs(1),
+            debounce: Debounce::default(),
             resync: Duration::from_secs(3600),
             timing: Timing {
                 retry: Backoff {
@@ -149,9 +150,9 @@ impl Controller {
         shutdown: impl Future<Output = ()>,
     ) -> Stopped {
         tokio::pin!(shutdown);
-        let changed = Arc::new(Notify::new());
+        let changes = Arc::new(Changes::default());
         let embeds = Arc::new(Mutex::new(Embeds::default()));
-        let stores = Stores::start(&self.client, changed.clone(), embeds.clone());
+        let stores = Stores::start(&self.client, changes.clone(), embeds.clone());
         tokio::select! {
             () = stores.ready() => {}
             () = &mut shutdown => return Stopped::Shutdown,
@@ -169,7 +170,7 @@ impl Controller {
         tracing::info!("leading: starting the cycle");
         let active = self.active.clone();
         active.store(true, Ordering::SeqCst);
-        let mut term = Term::new(self, changed, embeds);
+        let mut term = Term::new(self, changes, embeds);
         let stopped = tokio::select! {
             () = term.lead(&stores) => Stopped::Shutdown,
             () = lost(&mut leading) => Stopped::LostLeadership,
@@ -195,7 +196,8 @@ struct Term {
     azure: watch::Receiver<Option<Azure>>,
     settings: Settings,
     metrics: Metrics,
-    changed: Arc<Notify>,
+    changes: Arc<Changes>,
+    arrivals: Arrivals,
     writer: Writer,
     recorder: Recorder,
     overlay: Overlay,
@@ -204,7 +206,7 @@ struct Term {
 }
 
 impl Term {
-    fn new(controller: Controller, changed: Arc<Notify>, embeds: Arc<Mutex<Embeds>>) -> Self {
+    fn new(controller: Controller, changes: Arc<Changes>, embeds: Arc<Mutex<Embeds>>) -> Self {
         let Controller {
             client,
             azure,
@@ -221,14 +223,14 @@ impl Term {
             azure,
             settings,
             metrics,
-            changed,
+            arrivals: Arrivals::default(),
+            changes,
         }
     }
 
     async fn lead(&mut self, stores: &Stores) {
         let mut wake = Some(Instant::now());
-        // The first change not yet seen by a cycle.
-        let mut burst: Option<Instant> = None;
+        let mut inputs_seen = self.changes.inputs();
         loop {
             let sleep = tokio::time::sleep_until(wake.unwrap_or_else(far_future));
             tokio::select! {
@@ -236,15 +238,20 @@ impl Term {
                     self.finished(joined);
                     wake = Some(Instant::now());
                 }
-                () = self.changed.notified() => {
+                () = self.changes.changed() => {
                     let now = Instant::now();
-                    let first = *burst.get_or_insert(now);
-                    let quiet = (now + self.settings.debounce)
-                        .min(first + self.settings.debounce_max);
+                    let inputs = self.changes.inputs();
+                    let due = self.arrivals.record(
+                        &self.settings.debounce,
+                        inputs - inputs_seen,
+                        now,
+                    );
+                    inputs_seen = inputs;
+                    let first = self.arrivals.first_unseen().unwrap_or(now);
                     // A wake already due sooner for another reason (a worker, a timer) stays.
                     wake = Some(match wake {
                         Some(w) if w < first => w,
-                        _ => quiet,
+                        _ => due,
                     });
                 }
                 result = self.azure.changed() => {
@@ -255,7 +262,7 @@ impl Term {
                     wake = Some(Instant::now());
                 }
                 () = sleep => {
-                    burst = None;
+                    self.arrivals.seen();
                     let started = StdInstant::now();
                     let (next, worked) = self.cycle(stores).await;
                     if worked {
@@ -285,7 +292,23 @@ impl Term {
             self.report_diagnostic(diagnostic, &snapshot.identities, &snapshot.bindings);
         }
 
-        let plan = reconcile(&current, &desired);
+        let mut plan = reconcile(&current, &desired);
+        // A cycle that runs while a burst is still arriving (a worker ended, a timer; the
+        // debounce waits for the burst otherwise) holds back what a later change of the burst
+        // could undo or repeat, until its end (at most `debounce.max`): ARM work, so that each
+        // scale set gets one PATCH for all of it, and the ends of assignments, so that a pod
+        // deleted and created again within it keeps its object. New objects and `Assigned` go
+        // at once. A deleted pod gets no token meanwhile: NMI serves only pods it knows.
+        let hold = self.arrivals.hold(&self.settings.debounce, now);
+        if let Some(until) = hold {
+            let ending = plan.status.len() + plan.delete.len();
+            plan.status
+                .retain(|change| change.to != AssignedIdentityState::Unassigned);
+            plan.delete.clear();
+            if plan.status.len() < ending {
+                next = next.min(until);
+            }
+        }
         let mut worked = !plan.is_empty();
         tracing::debug!(
             pods = snapshot.pods.len(),
@@ -321,6 +344,10 @@ impl Term {
                 Step::Idle { recheck } => next = next.min(recheck.unwrap_or(next)),
                 Step::Wait(until) => next = next.min(until),
                 Step::Work(job) => {
+                    if let Some(until) = hold {
+                        next = next.min(until);
+                        continue;
+                    }
                     let Some(azure) = &azure else {
                         tracing::warn!(machine = %job.machine, "no usable cloud config; ARM work waits");
                         continue;

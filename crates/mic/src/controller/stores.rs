@@ -1,9 +1,11 @@
 //! The watches: caches of labelled pods, nodes, identities, bindings and
 //! AzureAssignedIdentities, each object reduced as it arrives to what MIC reads (a pod to a
 //! [`PodInfo`], an AzureAssignedIdentity to an [`AssignedRecord`] sharing its embedded
-//! objects, no managedFields anywhere). Every change wakes the controller.
+//! objects, no managedFields anywhere). Every change that can alter a decision wakes the
+//! controller.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use futures::StreamExt;
@@ -19,6 +21,34 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::{AssignedRecord, Embeds, NodeInfo, ObjectRef, PodInfo};
+
+/// How the watches wake the controller, and how many input changes (pods, nodes, identities,
+/// bindings: not the AzureAssignedIdentities MIC mostly writes itself) they saw: a burst of
+/// inputs is waited for (`debounce.rs`).
+#[derive(Debug, Default)]
+pub struct Changes {
+    inputs: AtomicU64,
+    notify: Notify,
+}
+
+impl Changes {
+    fn record(&self, input: bool) {
+        if input {
+            self.inputs.fetch_add(1, Ordering::Relaxed);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Completes at the next change (or at once when one came since the last call).
+    pub async fn changed(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Input changes so far.
+    pub fn inputs(&self) -> u64 {
+        self.inputs.load(Ordering::Relaxed)
+    }
+}
 
 /// The caches; the watch tasks stop when this is dropped.
 pub struct Stores {
@@ -40,16 +70,21 @@ pub struct Snapshot {
 }
 
 impl Stores {
-    /// Starts the watches; `changed` is notified on every event. AzureAssignedIdentities are
-    /// recorded through `embeds`, which the writer shares.
-    pub fn start(client: &Client, changed: Arc<Notify>, embeds: Arc<Mutex<Embeds>>) -> Self {
+    /// Starts the watches; `changes` hears of every change that matters. AzureAssignedIdentities
+    /// are recorded through `embeds`, which the writer shares.
+    pub fn start(client: &Client, changes: Arc<Changes>, embeds: Arc<Mutex<Embeds>>) -> Self {
         let mut tasks = JoinSet::new();
         let pods = cache(
             &mut tasks,
             Api::<Pod>::all(client.clone()),
             watcher::Config::default().labels(POD_LABEL_KEY),
             |pod| PodInfo::of(&pod),
-            &changed,
+            // Status updates (conditions, IPs, containers) change nothing MIC keeps, and a pod
+            // no scheduler has placed yet counts for nothing.
+            Kind::Input(|old: Option<&PodInfo>, new: Option<&PodInfo>| {
+                old.filter(|pod| pod.node().is_some()) != new.filter(|pod| pod.node().is_some())
+            }),
+            &changes,
         );
         let nodes = cache(
             &mut tasks,
@@ -59,21 +94,25 @@ impl Stores {
                 name: node.metadata.name.unwrap_or_default(),
                 provider_id: node.spec.and_then(|spec| spec.provider_id),
             },
-            &changed,
+            // A node's heartbeats change neither its name nor its providerID.
+            Kind::Input(|old, new| old != new),
+            &changes,
         );
         let identities = cache(
             &mut tasks,
             Api::all(client.clone()),
             watcher::Config::default(),
             strip::<AzureIdentity>,
-            &changed,
+            Kind::Input(|_, _| true),
+            &changes,
         );
         let bindings = cache(
             &mut tasks,
             Api::all(client.clone()),
             watcher::Config::default(),
             strip::<AzureIdentityBinding>,
-            &changed,
+            Kind::Input(|_, _| true),
+            &changes,
         );
         let assigned = cache(
             &mut tasks,
@@ -85,7 +124,8 @@ impl Stores {
                     &mut embeds.lock().unwrap_or_else(PoisonError::into_inner),
                 )
             },
-            &changed,
+            Kind::Output,
+            &changes,
         );
         Self {
             pods,
@@ -126,6 +166,15 @@ impl Stores {
 
 type Objects<T> = HashMap<ObjectRef, Arc<T>>;
 
+/// What a watch's changes are to the controller.
+enum Kind<T> {
+    /// An input of the decisions; the function tells whether replacing the first (absent:
+    /// new) by the second (absent: deleted) can change a decision. Other changes are not told.
+    Input(fn(Option<&T>, Option<&T>) -> bool),
+    /// What MIC mostly writes itself: every change wakes it, none makes a burst.
+    Output,
+}
+
 /// One watch's objects, as reduced.
 struct Cache<T> {
     objects: Arc<RwLock<Objects<T>>>,
@@ -155,7 +204,8 @@ fn cache<K, T>(
     api: Api<K>,
     config: watcher::Config,
     mut reduce: impl FnMut(K) -> T + Send + 'static,
-    changed: &Arc<Notify>,
+    kind: Kind<T>,
+    changes: &Arc<Changes>,
 ) -> Cache<T>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
@@ -168,8 +218,16 @@ where
         objects: objects.clone(),
         ready,
     };
-    let changed = changed.clone();
+    let changes = changes.clone();
     tasks.spawn(async move {
+        let tell = |old: Option<&T>, new: Option<&T>| match &kind {
+            Kind::Input(matters) => {
+                if matters(old, new) {
+                    changes.record(true);
+                }
+            }
+            Kind::Output => changes.record(false),
+        };
         let write = || objects.write().unwrap_or_else(PoisonError::into_inner);
         let mut relist: Option<Objects<T>> = None;
         let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
@@ -178,10 +236,12 @@ where
                 Ok(Event::Apply(object)) => {
                     let key = ObjectRef::of(&object);
                     let reduced = Arc::new(reduce(object));
-                    write().insert(key, reduced);
+                    let old = write().insert(key, reduced.clone());
+                    tell(old.as_deref(), Some(&reduced));
                 }
                 Ok(Event::Delete(object)) => {
-                    write().remove(&ObjectRef::of(&object));
+                    let old = write().remove(&ObjectRef::of(&object));
+                    tell(old.as_deref(), None);
                 }
                 Ok(Event::Init) => relist = Some(HashMap::new()),
                 Ok(Event::InitApply(object)) => {
@@ -193,12 +253,13 @@ where
                 Ok(Event::InitDone) => {
                     *write() = relist.take().unwrap_or_default();
                     ready_tx.send_replace(true);
+                    // Anything may have changed while the watch was down.
+                    changes.record(matches!(kind, Kind::Input(_)));
                 }
                 Err(error) => {
                     tracing::warn!(%error, kind = %K::kind(&Default::default()), "watch failed; retrying");
                 }
             }
-            changed.notify_one();
         }
     });
     cache

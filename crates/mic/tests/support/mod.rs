@@ -28,7 +28,7 @@ use podid_azure::arm::PollOptions;
 use podid_azure::http::HttpOptions;
 use podid_emulator::testing::{Emulator, Surface, TENANT};
 use podid_mic::azure::AzureSource;
-use podid_mic::controller::{Azure, Backoff, Controller, Settings, Stopped, Timing};
+use podid_mic::controller::{Azure, Backoff, Controller, Debounce, Settings, Stopped, Timing};
 use podid_mic::metrics::Metrics;
 use podid_testkit::{ShippedRbac, TestEnv, TestNamespace, wait_for};
 use serde_json::{Value, json};
@@ -131,7 +131,11 @@ roleAssignments:
 /// refresh unless a test asks.
 pub fn test_settings() -> Settings {
     Settings {
-        debounce: Duration::from_millis(20),
+        debounce: Debounce {
+            quiet: Duration::from_millis(20),
+            burst_quiet: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        },
         removal_grace: Duration::ZERO,
         timing: Timing {
             retry: Backoff {
