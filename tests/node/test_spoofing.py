@@ -9,15 +9,23 @@ Each attack asks for a resource nothing else asks for, so its token can come fro
 fresh IMDS call: the attacker must get no token, NMI must answer no 200 for that resource, and
 the emulator's IMDS must issue none for it.
 
-What refuses them is the network, not NMI: the lab's CNI binds each bridge port to its pod's MAC
-and IPv4 (scripts/node.d/cni-antispoof). The last tests take that binding off the attacker's port
-and run the attacks again: on a plain bridge three of them get the victim's token from NMI, each
-with only the capabilities it needs (NET_ADMIN; NET_RAW and NET_ADMIN; NET_RAW alone), and
-none gets anything without those capabilities (as a pod under Pod Security `restricted`)."""
+What refuses them is NMI's port guard (crates/nmi/src/port_guard.rs): from the CNI result cache
+(/var/lib/cni/results, mounted read-only into NMI by the shipped manifests) it binds each pod's
+bridge port to the pod's MAC and IPv4 with ebtables rules in its chain PODID-NMI-ANTISPOOF; the
+lab's CNI is the plain `bridge` plugin, nothing chained. The controls take the guard off the
+attacker's port the way NMI itself would: the attacker's results file is moved out of the
+directory, so NMI removes that port's rules (within its 1 s poll) and cannot put them back while
+the file is away; it is moved back afterwards and NMI restores the rules. Without the guard three
+of the attacks get the victim's token from NMI, each with only the capabilities it needs
+(NET_ADMIN; NET_RAW and NET_ADMIN; NET_RAW alone), and none gets anything without those
+capabilities (as a pod under Pod Security `restricted`). The last tests: a new pod's port is
+guarded within NMI's window (NEW_POD_WINDOW) and released when the pod goes, and NMI takes its
+chain away when it stops."""
 
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,7 +56,14 @@ CAPABILITY_LESS = {
     "raw-syn": "https://datalake.azure.net/",
     "raw-arp-poison": "https://digitaltwins.azure.net/",
 }
-CHAIN = "PODID-ANTISPOOF"
+CHAIN = "PODID-NMI-ANTISPOOF"
+RESULTS = "/var/lib/cni/results"
+# Where a control moves the attacker's results file while the attack runs (the node's /var/lib,
+# beside the results directory; NMI does not see it).
+HIDDEN = "/var/lib/cni/podid-test-hidden-results"
+# NMI looks at the results directory every second; a port is guarded at most this long after
+# its pod's sandbox appears there (the poll, ebtables and the test's own polling).
+NEW_POD_WINDOW = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -123,13 +138,33 @@ def test_a_pod_claiming_anothers_address_gets_no_token(lab, victim_ip, name):
     assert imds_tokens_for(lab, resource) == 0
 
 
+def chain_rules(lab) -> list[list[str]] | None:
+    """The rules of NMI's chain (ebtables' listing, as arguments); None when there is no chain."""
+    listing = lab.node_exec("ebtables", "-t", "filter", "-L", CHAIN, check=False)
+    if f"Bridge chain: {CHAIN}," not in listing:
+        return None
+    return [line.split() for line in listing.splitlines() if line.startswith("-")]
+
+
+def rules_for(lab, pod_ip: str) -> list[list[str]]:
+    """The rules of the port whose pod has `pod_ip` (none when that port is not guarded)."""
+    rules = chain_rules(lab) or []
+    ports = {rule[rule.index("-i") + 1] for rule in rules if pod_ip in rule and "-i" in rule}
+    assert len(ports) <= 1, (pod_ip, rules)
+    return [rule for rule in rules if "-i" in rule and rule[rule.index("-i") + 1] in ports]
+
+
 def port_rules(lab, pod_ip: str) -> list[list[str]]:
-    """The anti-spoofing rules of the port whose pod has `pod_ip` (ebtables' listing, as arguments)."""
-    rules = [line.split() for line in lab.node_exec("ebtables", "-t", "filter", "-L", CHAIN).splitlines()
-             if line.startswith("-")]
-    ports = {rule[rule.index("-i") + 1] for rule in rules if pod_ip in rule}
-    assert len(ports) == 1, (pod_ip, rules)
-    return [rule for rule in rules if rule[rule.index("-i") + 1] in ports]
+    rules = rules_for(lab, pod_ip)
+    assert rules, (pod_ip, chain_rules(lab))
+    return rules
+
+
+def jumps(lab) -> dict[str, int]:
+    """How often INPUT and FORWARD jump to NMI's chain."""
+    return {hook: sum(line.strip() == f"-j {CHAIN}" for line in
+                      lab.node_exec("ebtables", "-t", "filter", "-L", hook).splitlines())
+            for hook in ("INPUT", "FORWARD")}
 
 
 def test_every_pod_port_is_bound_to_its_pods_addresses(lab, victim_ip):
@@ -138,25 +173,42 @@ def test_every_pod_port_is_bound_to_its_pods_addresses(lab, victim_ip):
         rules = [" ".join(rule) for rule in port_rules(lab, ip)]
         assert len(rules) == 4, rules
         assert sum(f"! {ip} -j DROP" in rule for rule in rules) == 2, rules  # ARP and IPv4 sources
+    assert jumps(lab) == {"INPUT": 1, "FORWARD": 1}
+
+
+def results_file(lab, pod: str, namespace: str = "default") -> str:
+    """The CNI result libcni cached for the pod's eth0 (what NMI's port guard reads)."""
+    files = [path for path in lab.node_exec(
+        "grep", "-rlF", f'["K8S_POD_NAME","{pod}"]', RESULTS, check=False).split()
+        if path.endswith("-eth0") and f'["K8S_POD_NAMESPACE","{namespace}"]'
+        in lab.node_exec("cat", path)]
+    assert len(files) == 1, files
+    return files[0]
 
 
 def attack_unbound(lab, name: str, victim_ip: str, resource: str, capabilities: list[str]) -> dict:
-    """The attack with the attacker's port unbound (as on a plain bridge, kubenet's included);
-    the port's rules are put back afterwards."""
-    rules = port_rules(lab, lab.pod("spoof-attacker")["status"]["podIP"])
-    for rule in rules:
-        lab.node_exec("ebtables", "-t", "filter", "-D", CHAIN, *rule)
+    """The attack with the attacker's port unguarded (as on a plain bridge, kubenet's included):
+    its results file is moved away, NMI takes the port's rules off, and they are back once the
+    file is."""
+    attacker_ip = lab.pod("spoof-attacker")["status"]["podIP"]
+    path = results_file(lab, "spoof-attacker")
+    hidden = f"{HIDDEN}/{os.path.basename(path)}"
+    lab.node_exec("mkdir", "-p", HIDDEN)
+    lab.node_exec("mv", path, hidden)
     try:
+        lab.wait("NMI taking the rules off the attacker's port", lambda: not rules_for(lab, attacker_ip),
+                 timeout=10, interval=0.2)
         return attack(lab, name, victim_ip, resource, capabilities)
     finally:
-        for rule in rules:
-            lab.node_exec("ebtables", "-t", "filter", "-A", CHAIN, *rule)
+        lab.node_exec("mv", hidden, path)
+        lab.wait("NMI putting the attacker's port's rules back",
+                 lambda: len(rules_for(lab, attacker_ip)) == 4, timeout=10, interval=0.2)
 
 
 @pytest.mark.parametrize("name", list(UNGUARDED))
 def test_without_the_ports_binding_the_attack_gets_the_victims_token(lab, victim_ip, name):
-    """The proof that the attacks are real and that the network is what stops them: with the
-    attacker's port unbound, NMI gives the attacker the victim's token, to an attacker holding
+    """The proof that the attacks are real and that NMI's port guard is what stops them: with the
+    attacker's port unguarded, NMI gives the attacker the victim's token, to an attacker holding
     only the capabilities the attack needs."""
     resource, capabilities = UNGUARDED[name]
     got = attack_unbound(lab, name, victim_ip, resource, capabilities)
@@ -179,3 +231,50 @@ def test_without_capabilities_no_attack_gets_anything_even_on_an_unbound_port(la
     assert not got["access_token"], got
     assert "200" not in nmi_answers(lab, resource)
     assert imds_tokens_for(lab, resource) == 0
+
+
+def test_a_new_pods_port_is_guarded_within_the_window_and_released_when_it_goes(lab, victim_ip):
+    lab.apply(lab.pause_pod("spoof-newcomer", labels={"aadpodidbinding": "not-bound-anywhere"}))
+    try:
+        ip = lab.wait("the new pod's address", lambda: lab.pod("spoof-newcomer")["status"].get("podIP"),
+                      timeout=60, interval=0.05)
+        seen = time.monotonic()
+        # The pod has its address once its sandbox's network is set up (the results file is
+        # written then): NMI guards the port within its window of that.
+        lab.wait("the new pod's port guarded", lambda: len(rules_for(lab, ip)) == 4,
+                 timeout=30, interval=0.1)
+        took = time.monotonic() - seen
+        print(f"the new pod's port guarded {took:.2f} s after its address was visible")
+        assert took <= NEW_POD_WINDOW, took
+        assert sum(f"! {ip} -j DROP" in " ".join(rule) for rule in rules_for(lab, ip)) == 2
+    finally:
+        lab.kubectl("delete", "pod", "spoof-newcomer", "--wait=true")
+    lab.wait("the gone pod's port released", lambda: not rules_for(lab, ip), timeout=NEW_POD_WINDOW,
+             interval=0.1)
+    # The others' ports keep theirs.
+    assert len(rules_for(lab, victim_ip)) == 4
+
+
+def nmi_pods(lab) -> list[dict]:
+    return lab.pods_labelled("component=nmi")
+
+
+def test_nmi_takes_its_chain_away_when_it_stops_and_puts_it_back_when_it_starts(lab, victim_ip):
+    """As for its iptables rules (E2): NMI stopped (SIGTERM, its DaemonSet scheduled nowhere)
+    leaves no chain and no jump; started again, it guards the ports again."""
+    nowhere = {"spec": {"template": {"spec": {"nodeSelector": {"podid-test/nowhere": "true"}}}}}
+    back = {"spec": {"template": {"spec": {"nodeSelector": {"podid-test/nowhere": None}}}}}
+    lab.kubectl("patch", "daemonset", "nmi", "--type=merge", "-p", json.dumps(nowhere))
+    try:
+        lab.wait("NMI stopped", lambda: not nmi_pods(lab), timeout=90, interval=0.5)
+        assert chain_rules(lab) is None
+        assert jumps(lab) == {"INPUT": 0, "FORWARD": 0}
+    finally:
+        lab.kubectl("patch", "daemonset", "nmi", "--type=merge", "-p", json.dumps(back))
+        lab.kubectl("rollout", "status", "daemonset/nmi", "--timeout=120s")
+    lab.wait("NMI guarding the ports again", lambda: len(rules_for(lab, victim_ip)) == 4,
+             timeout=30, interval=0.2)
+    assert jumps(lab) == {"INPUT": 1, "FORWARD": 1}
+    lab.wait("NMI serving again", lambda: lab.pod_token(
+        "spoof-victim", client_id=DEMO_CLIENT_ID, resource=CONTROL_RESOURCE, max_time=10)[0] == 200,
+        timeout=60, interval=1)

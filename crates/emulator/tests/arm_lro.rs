@@ -255,3 +255,32 @@ async fn imds_sees_a_finished_assignment_even_if_nobody_reads_arm_again() {
     assert_eq!(token_for_id_b().await, StatusCode::OK);
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_operation_url_is_on_the_host_the_client_called() {
+    // As ARM answers on management.azure.com: a client reaching the emulator by that name (the
+    // node lab's DNS) must get polling URLs on it, or a client that keeps its token to its own
+    // ARM host (MIC) cannot poll.
+    let emu = Emulator::start(&small_world()).await;
+    let token = emu.arm_token(MIC);
+    for (host, base) in [
+        ("management.azure.com", "https://management.azure.com"),
+        ("bad host/", emu.arm_base()),
+    ] {
+        let request = emu
+            .https()
+            .request(Method::PATCH, emu.arm_url(&vmss_path()))
+            .header(reqwest::header::HOST, host)
+            .bearer_auth(&token)
+            .json(&add("id-b"));
+        let r = emu.send(request).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let url = r.header("azure-asyncoperation").expect("an operation URL");
+        assert!(
+            url.starts_with(&format!("{base}/subscriptions/")),
+            "Host {host:?}: {url}"
+        );
+        emu.advance_clock(60).await;
+    }
+    emu.shutdown().await;
+}

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use url::Url;
 
 use crate::iptables::{Iptables, IptablesError, Redirect, SystemRunner, keep_synced};
+use crate::port_guard::{self, PortGuard};
 use crate::request::RouteOptions;
 use crate::selection::RetryPolicy;
 use crate::server::{App, Listeners, ServerError, Settings};
@@ -124,6 +125,11 @@ pub struct Flags {
     /// podid: the Entra ID authority for identities without `adEndpoint`.
     #[arg(long = "default-ad-endpoint", default_value = PUBLIC_AUTHORITY)]
     pub default_ad_endpoint: Url,
+    /// podid: the CNI result cache (libcni's, read-only hostPath) the port guard reads to bind
+    /// each pod's bridge port to its MAC and IPv4 (docs/nmi.md). Absent or unreadable:
+    /// the guard is off, with one warning. Only with --manage-iptables.
+    #[arg(long = "cni-results-dir", default_value = "/var/lib/cni/results")]
+    pub cni_results_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +237,31 @@ impl Flags {
         .into_iter()
         .filter_map(|(given, text)| given.then_some(text))
         .collect()
+    }
+}
+
+/// The port guard, when NMI manages iptables and the results directory can be read; else one
+/// warning saying how to turn it on. Never an error: upstream's manifests mount nothing there.
+fn guard_from_flags(flags: &Flags) -> Option<Arc<PortGuard>> {
+    if !flags.manage_iptables {
+        return None;
+    }
+    let dir = &flags.cni_results_dir;
+    let off = |reason: String| {
+        tracing::warn!(
+            dir = %dir.display(),
+            reason,
+            "port guard off: pods on a bridge network can claim each other's addresses; mount the host's /var/lib/cni/results read-only at --cni-results-dir to turn it on (docs/install.md, \"Node network\")"
+        );
+        None
+    };
+    let guard = PortGuard::new(Arc::new(SystemRunner), dir.clone());
+    match guard.usable() {
+        Ok(()) => {
+            tracing::info!(dir = %dir.display(), chain = port_guard::CHAIN, "port guard on");
+            Some(Arc::new(guard))
+        }
+        Err(error) => off(error.to_string()),
     }
 }
 
@@ -347,6 +378,11 @@ pub async fn run(flags: Flags) -> Result<(), AgentError> {
             app.mark_active();
         }
     }
+    let guard = guard_from_flags(&flags);
+    if let Some(guard) = &guard {
+        let resync = Duration::from_secs(flags.ipt_update_interval_sec.max(1));
+        tokio::spawn(port_guard::keep_guarding(guard.clone(), resync));
+    }
     {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -362,6 +398,13 @@ pub async fn run(flags: Flags) -> Result<(), AgentError> {
                 Ok(Ok(())) => tracing::info!("iptables rules removed"),
                 Ok(Err(error)) => tracing::error!(%error, "removing the iptables rules failed"),
                 Err(error) => tracing::error!(%error, "removing the iptables rules failed"),
+            }
+        }
+        if let Some(guard) = guard {
+            match tokio::task::spawn_blocking(move || guard.remove()).await {
+                Ok(Ok(())) => tracing::info!(chain = port_guard::CHAIN, "port guard rules removed"),
+                Ok(Err(error)) => tracing::error!(%error, "removing the port guard's rules failed"),
+                Err(error) => tracing::error!(%error, "removing the port guard's rules failed"),
             }
         }
         tracing::info!("stopping: finishing the requests in flight");
@@ -448,5 +491,23 @@ mod tests {
             check_kubenet(&dir.path().join("missing")),
             Err(AgentError::KubeletConfig { .. })
         ));
+    }
+
+    #[test]
+    fn the_port_guard_is_off_without_its_directory_and_never_an_error() {
+        let flags = parse(&["--node=n1"]);
+        assert_eq!(flags.cni_results_dir, Path::new("/var/lib/cni/results"));
+        let dir = tempfile::tempdir().unwrap();
+        let absent = dir.path().join("absent");
+        let off = parse(&[
+            "--node=n1",
+            &format!("--cni-results-dir={}", absent.display()),
+        ]);
+        assert!(guard_from_flags(&off).is_none());
+        let here = format!("--cni-results-dir={}", dir.path().display());
+        assert!(
+            guard_from_flags(&parse(&["--node=n1", &here, "--manage-iptables=false"])).is_none()
+        );
+        assert!(guard_from_flags(&parse(&["--node=n1", &here])).is_some());
     }
 }

@@ -16,13 +16,15 @@
 //!
 //! Around them: [`state`] (watch-fed indexes of this node's pods and the identity objects),
 //! [`tokens`] (IMDS and Entra ID calls behind a single-flight cache), [`server`] (the
-//! listeners), [`iptables`] (the redirect), [`metrics`], and [`agent`] (flags and startup, what
+//! listeners), [`iptables`] (the redirect), [`port_guard`] (each pod's bridge port bound to its
+//! addresses), [`metrics`], and [`agent`] (flags and startup, what
 //! the `nmi` binary runs).
 
 pub mod agent;
 pub mod iptables;
 pub mod metrics;
 pub mod pods;
+pub mod port_guard;
 pub mod reply;
 pub mod request;
 pub mod response;

@@ -520,7 +520,7 @@ pub fn update(
         "azure-asyncoperation",
         format!(
             "{}/subscriptions/{sub_display}/providers/Microsoft.Compute/locations/{location}/operations/{op_id}?api-version={}",
-            call.shared.endpoints().arm,
+            call.base_url(),
             call.api_version
         ),
     ));

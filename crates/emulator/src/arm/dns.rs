@@ -99,7 +99,7 @@ fn page(call: &Call<'_>, items: Vec<(String, Value)>) -> Result<Value, ArmError>
         query.append_pair("$skipToken", &URL_SAFE_NO_PAD.encode(last));
         body["nextLink"] = json!(format!(
             "{}{}?{}",
-            call.shared.endpoints().arm,
+            call.base_url(),
             call.path,
             query.finish()
         ));

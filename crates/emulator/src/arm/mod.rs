@@ -160,11 +160,25 @@ pub(crate) struct Call<'a> {
     pub body: &'a [u8],
     pub now: SystemTime,
     pub headers: Vec<(&'static str, String)>,
+    /// The `Host` the client addressed, when it is a plain authority.
+    pub host: Option<&'a str>,
 }
 
 pub(crate) type Outcome = Result<(StatusCode, Option<Value>), ArmError>;
 
 impl Call<'_> {
+    /// The base of URLs this answer hands out (operation status, next page): the host the
+    /// client addressed, as ARM answers on the name it was called by (a client that checks
+    /// polling URLs against its own endpoint, as MIC does, accepts them), else this emulator's
+    /// own ARM URL.
+    pub fn base_url(&self) -> String {
+        let own = &self.shared.endpoints().arm;
+        match (self.host, own.split_once("://")) {
+            (Some(host), Some((scheme, _))) => format!("{scheme}://{host}"),
+            _ => own.clone(),
+        }
+    }
+
     /// 403 `AuthorizationFailed` unless the caller may perform `action` on `scope`.
     pub fn require(&self, world: &World, action: &str, scope: &ArmId) -> Result<(), ArmError> {
         if self.permitted(world, action, scope) {
@@ -349,6 +363,16 @@ fn serve(
         body,
         now: shared.clock.now(),
         headers: Vec::new(),
+        // HTTP/2 names it in the URI's authority, HTTP/1.1 in `Host`.
+        host: uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                headers
+                    .get(axum::http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .filter(|h| is_authority(h)),
     };
     if let Some(subscription) = &subscription
         && let Err(e) = front_door(&mut call, subscription)
@@ -443,6 +467,14 @@ fn serve(
 }
 
 /// The caller named by the request's bearer token (see [`auth::authenticate`]).
+/// A host name or address with an optional port, nothing that could change a URL's meaning.
+fn is_authority(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+}
+
 fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Caller, ArmError> {
     let endpoints = shared.endpoints();
     let tenant_id = shared.world().tenant_id.clone();
