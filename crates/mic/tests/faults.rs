@@ -159,6 +159,56 @@ async fn throttling_server_errors_and_failed_operations_end_in_convergence() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_poll_waits_for_the_running_update_instead_of_colliding_with_it() {
+    let mut h = Harness::new("mic-updating").await;
+    let node = h.vmss_node(POOL, 0).await;
+    // The update runs until the test moves the emulator's clock on.
+    h.emu
+        .set_knobs(json!({"arm": {"lroMode": "async", "lroDurationMs": 2000, "retryAfterSecs": 1}}))
+        .await;
+    h.identity("a", NODE_RG, "id-a").await;
+    h.binding("a", "a", "a").await;
+    // The PATCH's first status poll fails: MIC no longer follows the operation, which runs on.
+    h.emu
+        .add_fault(
+            json!({"surface": "arm", "method": "GET", "path": "/operations/", "times": 1,
+                          "action": {"kind": "error", "status": 500}}),
+        )
+        .await;
+    h.start_mic(test_settings()).await;
+    h.pod("a", "a", &node).await;
+    // MIC reads the scale set again (the first GET, the PATCH's, is before it) and finds the
+    // update running, then again after its recheck interval.
+    podid_testkit::wait_for("two reads of the updating scale set", PATIENCE, || async {
+        let gets = h.gets(POOL).await.len();
+        (gets >= 3).then_some(()).ok_or(gets)
+    })
+    .await;
+    let aai = h.aai(&h.aai_name("a", "a")).await.expect("created");
+    assert_eq!(Harness::status_of(&aai), "Created");
+    // No second PATCH while the first update runs: it would have collided (409 Conflict).
+    assert_eq!(h.patches(POOL).await, vec![200]);
+
+    h.emu.advance_clock_ms(2000).await;
+    h.wait_status(&h.aai_name("a", "a"), "Assigned").await;
+    h.wait_identities(POOL, &["kubelet", "id-a"]).await;
+    assert_eq!(h.patches(POOL).await, vec![200]);
+    let journal = h
+        .emu
+        .journal(Some(podid_emulator::testing::Surface::Arm))
+        .await;
+    assert!(
+        journal.iter().any(|e| e["path"]
+            .as_str()
+            .is_some_and(|p| p.contains("/operations/"))
+            && e["status"] == 500),
+        "the poll failed"
+    );
+    h.check_invariant(machine_of(&h)).await;
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_mid_batch_converges() {
     let mut h = Harness::new("mic-restart").await;
     let node = h.vmss_node(POOL, 0).await;

@@ -194,6 +194,17 @@ impl Machine {
             .is_some_and(|s| s.eq_ignore_ascii_case("Deleting"))
     }
 
+    /// Whether an update of the machine is still running (`Creating`, `Updating`, …: any state
+    /// but `Succeeded`, `Failed`, `Canceled` and `Deleting`). Its identities may not be in
+    /// force yet, and another PATCH would collide with the running one.
+    pub fn is_updating(&self) -> bool {
+        self.provisioning_state.as_deref().is_some_and(|state| {
+            !["Succeeded", "Failed", "Canceled", "Deleting"]
+                .iter()
+                .any(|settled| state.eq_ignore_ascii_case(settled))
+        })
+    }
+
     /// Reads a GET body for `id`; the reason when it is not a machine.
     pub(crate) fn from_body(id: MachineId, body: &[u8]) -> Result<Self, String> {
         let body: Body =
@@ -375,6 +386,7 @@ mod tests {
         assert_eq!(machine.location.as_deref(), Some("eastus"));
         assert_eq!(machine.provisioning_state.as_deref(), Some("Updating"));
         assert!(!machine.is_deleting());
+        assert!(machine.is_updating());
         let identity = &machine.identity;
         assert_eq!(
             identity.identity_type,
@@ -399,6 +411,29 @@ mod tests {
         .unwrap();
         assert_eq!(machine.identity, MachineIdentity::default());
         assert!(machine.is_deleting());
+        assert!(!machine.is_updating());
+    }
+
+    #[test]
+    fn only_a_running_update_counts_as_updating() {
+        let state = |text: Option<&str>| Machine {
+            id: vmss(),
+            location: None,
+            provisioning_state: text.map(str::to_owned),
+            identity: MachineIdentity::default(),
+        };
+        for running in ["Updating", "updating", "Creating", "Migrating"] {
+            assert!(state(Some(running)).is_updating(), "{running}");
+        }
+        for settled in [
+            None,
+            Some("Succeeded"),
+            Some("succeeded"),
+            Some("Failed"),
+            Some("Canceled"),
+        ] {
+            assert!(!state(settled).is_updating(), "{settled:?}");
+        }
     }
 
     #[test]

@@ -41,6 +41,11 @@ pub struct Timing {
     pub quarantine: Backoff,
     /// A machine's identities older than this are read again (the drift repair).
     pub refresh: Duration,
+    /// A machine ARM is still updating is read again after this (upstream's poll delay).
+    pub update_recheck: Duration,
+    /// How long MIC waits for a running update before it sends its PATCH anyway, as upstream
+    /// always did (a machine can stay `Updating` for good).
+    pub update_hold: Duration,
 }
 
 /// A machine's identities as last seen.
@@ -61,6 +66,8 @@ struct MachineState {
     failures: u32,
     /// The last failure, for events, until the machine succeeds again.
     last_error: Option<String>,
+    /// Since when reads have shown an update of the machine running.
+    updating_since: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -89,6 +96,9 @@ pub struct Job {
     pub change: IdentityChange,
     /// The identities to plan against; `None`: GET the machine first.
     pub known: Option<MachineIdentity>,
+    /// When the GET shows an update running, end without a PATCH and without taking its
+    /// identities as held: the update's changes may not be in force yet.
+    pub wait_for_update: bool,
 }
 
 /// How a worker ended.
@@ -102,6 +112,8 @@ pub struct Outcome {
     /// Identities ARM refused, with its reason; the rest of the change went ahead.
     pub refused: Vec<(ResourceId, String)>,
     pub rate_limits: RateLimits,
+    /// The machine's update was still running (see [`Job::wait_for_update`]).
+    pub updating: bool,
 }
 
 /// A failed ARM call, as the backoff needs it.
@@ -192,10 +204,14 @@ impl Machines {
             .and_then(|s| s.observed.as_ref())
             .filter(|o| now.saturating_duration_since(o.at) < timing.refresh);
         let Some(observed) = fresh else {
+            let wait_for_update = state
+                .and_then(|s| s.updating_since)
+                .is_none_or(|since| now.saturating_duration_since(since) < timing.update_hold);
             return Step::Work(Box::new(Job {
                 machine: plan.machine.clone(),
                 change: plan.change.clone(),
                 known: None,
+                wait_for_update,
             }));
         };
         let patches = plan_update(&observed.identity, &plan.change);
@@ -213,6 +229,7 @@ impl Machines {
             machine: plan.machine.clone(),
             change: plan.change.clone(),
             known: (!clears_map).then(|| observed.identity.clone()),
+            wait_for_update: true,
         }))
     }
 
@@ -226,6 +243,9 @@ impl Machines {
         let state = self.machines.entry(outcome.machine.clone()).or_default();
         state.busy = false;
         state.reread = outcome.identity.is_none();
+        state.updating_since = outcome
+            .updating
+            .then(|| state.updating_since.unwrap_or(now));
         if let Some(identity) = &outcome.identity {
             state.observed = Some(Observed {
                 identity: identity.clone(),
@@ -251,7 +271,7 @@ impl Machines {
             }
             None => {
                 state.failures = 0;
-                state.not_before = None;
+                state.not_before = outcome.updating.then_some(now + timing.update_recheck);
                 state.last_error = None;
             }
         }
@@ -362,6 +382,8 @@ mod tests {
                 max: Duration::from_secs(600),
             },
             refresh: Duration::from_secs(180),
+            update_recheck: Duration::from_secs(5),
+            update_hold: Duration::from_secs(900),
         }
     }
 
@@ -408,6 +430,7 @@ mod tests {
             failure,
             refused: Vec::new(),
             rate_limits: RateLimits::default(),
+            updating: false,
         }
     }
 
@@ -448,6 +471,53 @@ mod tests {
             Step::Work(job) => assert_eq!(job.known, None),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_running_update_is_read_again_later_without_a_failure_until_the_hold_ends() {
+        let mut machines = Machines::default();
+        let start = Instant::now();
+        let wait_for_update =
+            |machines: &Machines, now| match machines.step(&plan(&["a"], &[]), now, &timing()) {
+                Step::Work(job) => {
+                    assert_eq!(job.known, None, "the machine is read again");
+                    job.wait_for_update
+                }
+                other => panic!("{other:?}"),
+            };
+        assert!(wait_for_update(&machines, start));
+        let updating = Outcome {
+            updating: true,
+            ..outcome(None, None)
+        };
+        machines.finish(&updating, start, &timing());
+        assert_eq!(
+            machines.step(&plan(&["a"], &[]), start, &timing()),
+            Step::Wait(start + timing().update_recheck)
+        );
+        assert_eq!(machines.last_error(&machine()), None);
+        let mut now = start;
+        while now < start + timing().update_hold {
+            now += timing().update_recheck;
+            machines.finish(&updating, now, &timing());
+        }
+        // Still running after the hold: the next worker PATCHes anyway, as upstream did.
+        assert!(!wait_for_update(&machines, now + timing().update_recheck));
+        // A read that shows the update ended starts the clock afresh.
+        machines.finish(&outcome(Some(identity(&[])), None), now, &timing());
+        machines.finish(&updating, now, &timing());
+        assert!(wait_for_update(&machines, now + timing().update_recheck));
+        // No failure was counted: a real failure backs off from the base.
+        let failure = Failure {
+            message: "boom".into(),
+            retry_after: None,
+            subscription_throttled: false,
+        };
+        machines.finish(&outcome(None, Some(failure)), now, &timing());
+        assert_eq!(
+            machines.step(&plan(&["a"], &[]), now, &timing()),
+            Step::Wait(now + timing().retry.base)
+        );
     }
 
     #[test]

@@ -84,6 +84,8 @@ impl Default for Settings {
                     max: Duration::from_secs(30 * 60),
                 },
                 refresh: Duration::from_secs(180),
+                update_recheck: Duration::from_secs(5),
+                update_hold: Duration::from_secs(15 * 60),
             },
             max_identity_retries: 2,
             write_concurrency: 20,

@@ -23,6 +23,7 @@ pub async fn run(arm: ArmClient, job: Job, max_identity_retries: u32, metrics: M
         failure: None,
         refused: Vec::new(),
         rate_limits: RateLimits::default(),
+        updating: false,
     };
     let mut current = match job.known {
         Some(known) => known,
@@ -38,6 +39,15 @@ pub async fn run(arm: ArmClient, job: Job, max_identity_retries: u32, metrics: M
                             retry_after: None,
                             subscription_throttled: false,
                         });
+                        return outcome;
+                    }
+                    if job.wait_for_update && response.value.is_updating() {
+                        tracing::info!(
+                            machine = %job.machine,
+                            state = response.value.provisioning_state.as_deref().unwrap_or_default(),
+                            "ARM is still updating the machine; reading it again before its identities count or a PATCH goes out"
+                        );
+                        outcome.updating = true;
                         return outcome;
                     }
                     response.value.identity

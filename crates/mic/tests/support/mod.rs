@@ -147,6 +147,8 @@ pub fn test_settings() -> Settings {
                 max: Duration::from_secs(1),
             },
             refresh: Duration::from_secs(3600),
+            update_recheck: Duration::from_millis(300),
+            update_hold: Duration::from_secs(60),
         },
         event_window: Duration::from_secs(3600),
         ..Settings::default()
