@@ -10,6 +10,7 @@ and forwarders, the control plane's API server, controller manager, scheduler an
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from pathlib import Path
@@ -21,8 +22,13 @@ PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 
 def log_files(state: Path) -> list[Path]:
     """The run's log files: everything under the node's log dirs, and the control plane's *.log."""
-    files = [p for root in (state / "log", state / "var-log") if root.is_dir()
-             for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+    files = []
+    for root in (state / "log", state / "var-log"):
+        # os.walk passes over a directory that goes while it walks (kubelet removing a deleted
+        # pod's logs); Path.rglob raised, which ended the harvest thread in one CI run.
+        for folder, _dirs, names in os.walk(root):
+            files += [p for p in (Path(folder, name) for name in names)
+                      if p.is_file() and not p.is_symlink()]
     control_plane = state / "control-plane"
     if control_plane.is_dir():
         files += [p for p in control_plane.glob("*.log") if p.is_file()]
