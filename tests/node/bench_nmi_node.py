@@ -1,7 +1,10 @@
 """NMI on the lab node, podid vs upstream (issue 11 §5): cache-hit token requests (DEMO's client
 ID, ARM's resource) from many pods' network namespaces through the real DNAT path, at several
-concurrencies, against podid's NMI and then upstream's v1.8.17 on the same node, and the same
-requests straight to the emulator's IMDS from the node's namespace. Prints a markdown table.
+concurrencies, against podid's NMI (as shipped, then with its port guard off) and then upstream's
+v1.8.17 on the same node, and the same
+requests straight to the emulator's IMDS: from the node's namespace, and, after NMI is removed,
+from the same pods over the same veth and bridge (the baseline of what NMI adds to a pod's call).
+Prints a markdown table.
 
     cargo build -p podid-emulator --bin azure-emulator
     scripts/build-images --upstream-nmi --out DIR     # DIR holds podid's archives and upstream's NMI
@@ -19,6 +22,7 @@ memory is VmHWM (peak RSS) of the process after each row.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import subprocess
@@ -33,6 +37,7 @@ from lab import (  # noqa: E402
     ARM_RESOURCE, DEMO_CLIENT_ID, NODE, ROOT, Lab, LabError, install_podid, run,
     token_url,
 )
+from test_spoofing import guard_chains  # noqa: E402
 from test_upstream_nmi import (  # noqa: E402
     UPSTREAM_IMAGE, UPSTREAM_NMI_ROLE, nmi_image, podid_nmi_role, use_nmi,
 )
@@ -129,6 +134,23 @@ def status_kib(pid: int, key: str) -> int:
     raise LabError(f"no {key} for {pid}")
 
 
+NO_CNI_RESULTS = "--cni-results-dir=/run/podid-bench-no-cni-results"
+
+
+def set_port_guard(lab: Lab, on: bool) -> None:
+    """podid's NMI with its port guard (as shipped) or without it: a results directory that does
+    not exist turns the guard off (NMI logs a warning). Upstream's NMI must not get the flag."""
+    args = lab.get("daemonset", "nmi")["spec"]["template"]["spec"]["containers"][0]["args"]
+    if on and NO_CNI_RESULTS in args:
+        patch = [{"op": "remove", "path": f"/spec/template/spec/containers/0/args/{args.index(NO_CNI_RESULTS)}"}]
+    elif not on and NO_CNI_RESULTS not in args:
+        patch = [{"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": NO_CNI_RESULTS}]
+    else:
+        return
+    lab.kubectl("patch", "daemonset", "nmi", "--type=json", "-p", json.dumps(patch))
+    lab.kubectl("rollout", "status", "daemonset/nmi", "--timeout=120s")
+
+
 def nmi_pid(lab: Lab) -> int:
     pods = [p for p in lab.pods_labelled("component=nmi") if not p["metadata"].get("deletionTimestamp")]
     return lab.process_of(pods[0]["metadata"]["name"], "nmi")
@@ -179,8 +201,14 @@ def main() -> None:
             results[("direct", c)] = load(generator, [direct_pid] * args.pods, c, args.seconds, path)
             print("direct", c, results[("direct", c)], file=sys.stderr)
         for flavor, image, role in (("podid", podid_image, podid_nmi_role(lab)),
+                                    ("podid, no guard", podid_image, podid_nmi_role(lab)),
                                     ("upstream", UPSTREAM_IMAGE, UPSTREAM_NMI_ROLE)):
+            # podid's port guard (ebtables rules on every pod's bridge port) is part of what a
+            # pod's call goes through; the middle run measures NMI without it.
+            set_port_guard(lab, flavor != "podid, no guard")
             use_nmi(lab, image, role)
+            lab.wait("the port guard's chain as this run wants it", lambda: bool(guard_chains(lab))
+                     == (flavor == "podid"), timeout=60)
             pids = checked_pod_pids(lab, names)
             lab.wait(f"{flavor}'s NMI answering", lambda: load(generator, pids[:1], 1, 0.5, path)["ok"] > 0,
                      timeout=120, interval=2)
@@ -194,22 +222,40 @@ def main() -> None:
                 row["rss"] = status_kib(pid, "VmRSS") / 1024
                 results[(flavor, c)] = row
                 print(flavor, c, row, file=sys.stderr)
-        use_nmi(lab, podid_image, podid_nmi_role(lab))
+        # Direct from the pods: no NMI on the node (its DaemonSet deleted; NMI removes its DNAT
+        # and port-guard rules as it stops), so the same requests leave the same pods over the same
+        # veth and bridge and reach the emulator's IMDS itself: a pod's call without NMI in the way,
+        # the baseline of what NMI adds. MIC stays, so the identity stays on the node's machine.
+        lab.kubectl("delete", "daemonset", "nmi", "--wait=true", "--timeout=120s")
+        lab.wait("NMI gone, its rules with it", lambda: not lab.pods_labelled("component=nmi")
+                 and not lab.nat_rules() and not guard_chains(lab), timeout=120)
+        pids = checked_pod_pids(lab, names)
+        load(generator, pids, 16, 1, path)  # warm-up
+        for c in concurrencies:
+            results[("pods direct", c)] = load(generator, pids, c, args.seconds, path)
+            print("pods direct", c, results[("pods direct", c)], file=sys.stderr)
 
     print(f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} on {os.cpu_count()} cores; "
           f"{args.pods} pods, {args.seconds:.0f} s per row; emulator {os.path.realpath(EMULATOR)}.")
     print()
-    print("| NMI | concurrency | pods sending | tokens/s | p50 ms | p99 ms | direct tokens/s | direct p50 ms"
-          " | direct p99 ms | adds at p99 ms | NMI CPU µs/req | generator CPU µs/req | cores busy %"
+    print("| path | concurrency | pods sending | tokens/s | p50 ms | p99 ms | adds at p99 ms (vs pods direct)"
+          " | adds at p99 ms (vs node direct) | NMI CPU µs/req | generator CPU µs/req | cores busy %"
           " | NMI VmHWM MiB | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for flavor in ("podid", "upstream"):
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for flavor in ("pods direct", "direct", "podid", "podid, no guard", "upstream"):
+        label = {"pods direct": "no NMI, from the pods", "direct": "no NMI, from the node's namespace",
+                 "podid": "podid's NMI", "podid, no guard": "podid's NMI, port guard off",
+                 "upstream": "upstream's NMI"}[flavor]
         for c in concurrencies:
-            r, d = results[(flavor, c)], results[("direct", c)]
-            print(f"| {flavor} | {c} | {r['pods']} | {r['rate']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
-                  f"{d['rate']:,.0f} | {d['p50']:.2f} | {d['p99']:.2f} | {r['p99'] - d['p99']:+.2f} | "
-                  f"{r['cpu_us']:.0f} | {r['gen_us']:.0f} | {r['busy']:.0f} | {r['hwm']:.1f} | "
-                  f"{r['errors'] + d['errors']} |")
+            r = results[(flavor, c)]
+            behind_nmi = flavor not in ("pods direct", "direct")
+            added = [f"{r['p99'] - results[(base, c)]['p99']:+.2f}" if behind_nmi else ""
+                     for base in ("pods direct", "direct")]
+            print(f"| {label} | {c} | {r['pods']} | {r['rate']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+                  f"{added[0]} | {added[1]} | {r['cpu_us']:.0f} | {r['gen_us']:.0f} | {r['busy']:.0f} | "
+                  f"{r['hwm']:.1f} | {r['errors']} |" if behind_nmi else
+                  f"| {label} | {c} | {r['pods']} | {r['rate']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | | | | "
+                  f"{r['gen_us']:.0f} | {r['busy']:.0f} | | {r['errors']} |")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ the emulator's IMDS must issue none for it.
 
 What refuses them is NMI's port guard (crates/nmi/src/port_guard.rs): from the CNI result cache
 (/var/lib/cni/results, mounted read-only into NMI by the shipped manifests) it binds each pod's
-bridge port to the pod's MAC and IPv4 with ebtables rules in its chain PODID-NMI-ANTISPOOF; the
-lab's CNI is the plain `bridge` plugin, nothing chained. The controls take the guard off the
+bridge port to the pod's MAC and IPv4 with ebtables rules (chain PODID-NMI-ANTISPOOF, jumping to
+one chain PODID-PORT-<veth> per port); the lab's CNI is the plain `bridge` plugin, nothing
+chained. The controls take the guard off the
 attacker's port the way NMI itself would: the attacker's results file is moved out of the
 directory, so NMI removes that port's rules (within its 1 s poll) and cannot put them back while
 the file is away; it is moved back afterwards and NMI restores the rules. Without the guard three
@@ -57,6 +58,7 @@ CAPABILITY_LESS = {
     "raw-arp-poison": "https://digitaltwins.azure.net/",
 }
 CHAIN = "PODID-NMI-ANTISPOOF"
+PORT_CHAIN_PREFIX = "PODID-PORT-"
 RESULTS = "/var/lib/cni/results"
 # Where a control moves the attacker's results file while the attack runs (the node's /var/lib,
 # beside the results directory; NMI does not see it).
@@ -138,25 +140,37 @@ def test_a_pod_claiming_anothers_address_gets_no_token(lab, victim_ip, name):
     assert imds_tokens_for(lab, resource) == 0
 
 
-def chain_rules(lab) -> list[list[str]] | None:
-    """The rules of NMI's chain (ebtables' listing, as arguments); None when there is no chain."""
-    listing = lab.node_exec("ebtables", "-t", "filter", "-L", CHAIN, check=False)
-    if f"Bridge chain: {CHAIN}," not in listing:
-        return None
-    return [line.split() for line in listing.splitlines() if line.startswith("-")]
+def guard_chains(lab) -> dict[str, list[list[str]]]:
+    """NMI's chains (its own and one per guarded port) with their rules (ebtables' listing, as
+    arguments); empty when there are none."""
+    chains: dict[str, list[list[str]]] = {}
+    current = None
+    for line in lab.node_exec("ebtables", "-t", "filter", "-L").splitlines():
+        if line.startswith("Bridge chain: "):
+            name = line.removeprefix("Bridge chain: ").split(",")[0]
+            current = name if name == CHAIN or name.startswith(PORT_CHAIN_PREFIX) else None
+            if current:
+                chains[current] = []
+        elif current and line.startswith("-"):
+            chains[current].append(line.split())
+    return chains
 
 
 def rules_for(lab, pod_ip: str) -> list[list[str]]:
-    """The rules of the port whose pod has `pod_ip` (none when that port is not guarded)."""
-    rules = chain_rules(lab) or []
-    ports = {rule[rule.index("-i") + 1] for rule in rules if pod_ip in rule and "-i" in rule}
-    assert len(ports) <= 1, (pod_ip, rules)
-    return [rule for rule in rules if "-i" in rule and rule[rule.index("-i") + 1] in ports]
+    """The rules of the port whose pod has `pod_ip`: its chain's, when NMI's chain sends that
+    port's frames there (none when the port is not guarded)."""
+    chains = guard_chains(lab)
+    jumped = {rule[3] for rule in chains.get(CHAIN, []) if len(rule) == 4 and rule[0] == "-i"
+              and rule[2] == "-j" and rule[3] == PORT_CHAIN_PREFIX + rule[1]}
+    ports = [name for name, rules in chains.items()
+             if name in jumped and any(pod_ip in rule for rule in rules)]
+    assert len(ports) <= 1, (pod_ip, chains)
+    return chains[ports[0]] if ports else []
 
 
 def port_rules(lab, pod_ip: str) -> list[list[str]]:
     rules = rules_for(lab, pod_ip)
-    assert rules, (pod_ip, chain_rules(lab))
+    assert rules, (pod_ip, guard_chains(lab))
     return rules
 
 
@@ -267,7 +281,7 @@ def test_nmi_takes_its_chain_away_when_it_stops_and_puts_it_back_when_it_starts(
     lab.kubectl("patch", "daemonset", "nmi", "--type=merge", "-p", json.dumps(nowhere))
     try:
         lab.wait("NMI stopped", lambda: not nmi_pods(lab), timeout=90, interval=0.5)
-        assert chain_rules(lab) is None
+        assert guard_chains(lab) == {}
         assert jumps(lab) == {"INPUT": 0, "FORWARD": 0}
     finally:
         lab.kubectl("patch", "daemonset", "nmi", "--type=merge", "-p", json.dumps(back))

@@ -9,9 +9,13 @@
 //! one host-side interface that is a bridge port (`/sys/class/net/<if>/brport`); routed CNIs
 //! (no bridge) are not covered.
 //!
-//! What is installed, in ebtables' `filter` table (nf_tables), chain [`CHAIN`] jumped to first
-//! from `INPUT` and `FORWARD`, four rules per port: drop what enters through the port with a
-//! source MAC, ARP sender MAC, ARP sender IP or IPv4 source other than the pod's.
+//! What is installed, in ebtables' `filter` table (nf_tables): chain [`CHAIN`], jumped to first
+//! from `INPUT` and `FORWARD`, with one rule per port that sends what enters through the port to
+//! the port's own chain (`PODID-PORT-<interface>`), whose four rules drop a source MAC, ARP
+//! sender MAC, ARP sender IP or IPv4 source other than the pod's. A frame is matched against
+//! one rule per port plus its port's four, not four per port: ebtables walks rules one by one,
+//! and with 100 pods the flat layout (400 rules) cost 17 µs of CPU per token request on each
+//! side of the connection (docs/benchmarks.md).
 //!
 //! The decisions are pure ([`parse_result`], [`guarded_ports`], [`plan`], [`removal`]); the
 //! directory, sysfs and `ebtables` are read and run at the edges ([`PortGuard`]) through the
@@ -29,6 +33,9 @@ use crate::iptables::{Output, Runner};
 
 /// NMI's ebtables chain (no upstream name: upstream had no such guard).
 pub const CHAIN: &str = "PODID-NMI-ANTISPOOF";
+/// The start of each port's chain's name; the interface name follows (at most 26 characters in
+/// all, within ebtables' 31).
+pub const PORT_CHAIN_PREFIX: &str = "PODID-PORT-";
 const TABLE: &str = "filter";
 const HOOKS: [&str; 2] = ["INPUT", "FORWARD"];
 /// How often the results directory is looked at; ebtables runs only when it changed (or at
@@ -225,28 +232,25 @@ pub fn guarded_ports<'a>(
 }
 
 impl Port {
-    /// The port's rules: each as `ebtables -A <chain>` takes it, and as `ebtables -L` lists it.
-    fn rules(&self) -> [(Vec<String>, String); 4] {
-        let (i, mac, ip) = (&self.interface, &self.mac, self.ipv4);
+    /// The port's own chain.
+    fn chain(&self) -> String {
+        format!("{PORT_CHAIN_PREFIX}{}", self.interface)
+    }
+
+    /// The rule of [`CHAIN`] that sends the port's frames to its chain.
+    fn jump(&self) -> String {
+        format!("-i {} -j {}", self.interface, self.chain())
+    }
+
+    /// The rules of the port's chain, as `ebtables -A` takes them and `ebtables -L` lists them.
+    fn rules(&self) -> [String; 4] {
+        let (mac, ip) = (&self.mac, self.ipv4);
         [
-            (
-                format!("-i {i} -s ! {mac} -j DROP"),
-                format!("-s ! {mac} -i {i} -j DROP"),
-            ),
-            (
-                format!("-i {i} -p ARP --arp-mac-src ! {mac} -j DROP"),
-                format!("-p ARP -i {i} --arp-mac-src ! {mac} -j DROP"),
-            ),
-            (
-                format!("-i {i} -p ARP --arp-ip-src ! {ip} -j DROP"),
-                format!("-p ARP -i {i} --arp-ip-src ! {ip} -j DROP"),
-            ),
-            (
-                format!("-i {i} -p IPv4 --ip-src ! {ip} -j DROP"),
-                format!("-p IPv4 -i {i} --ip-src ! {ip} -j DROP"),
-            ),
+            format!("-s ! {mac} -j DROP"),
+            format!("-p ARP --arp-mac-src ! {mac} -j DROP"),
+            format!("-p ARP --arp-ip-src ! {ip} -j DROP"),
+            format!("-p IPv4 --ip-src ! {ip} -j DROP"),
         ]
-        .map(|(given, listed)| (words(&given), listed))
     }
 }
 
@@ -280,49 +284,68 @@ fn jump() -> String {
 }
 
 /// The commands (arguments after `ebtables -t filter`) that make the table guard exactly
-/// `ports`: the chain and its jumps when missing, each missing rule appended, then every rule of
-/// the chain that is not one of the ports' removed (new rules go in before stale ones go out, so
-/// a port that changed is never left open). Empty when everything is in place.
+/// `ports`: the chain and its jumps when missing; for each port, its chain and missing rules,
+/// its stale rules removed, then the jump to it; last, whatever of NMI's chains no port wants
+/// (jumps first, then chains). New rules go in before stale ones go out, so a port that changed
+/// is never left open. Empty when everything is in place.
 pub fn plan(ports: &[Port], listing: &str) -> Vec<Vec<String>> {
     let chains = parse_listing(listing);
     let mut commands = Vec::new();
-    let existing = chains.get(CHAIN);
-    if existing.is_none() {
-        commands.push(words(&format!("-N {CHAIN} -P RETURN")));
+    let mut command = |text: String| commands.push(words(&text));
+    let main = chains.get(CHAIN);
+    if main.is_none() {
+        command(format!("-N {CHAIN} -P RETURN"));
     }
     for hook in HOOKS {
         let jumped = chains
             .get(hook)
             .is_some_and(|rules| rules.iter().any(|r| *r == jump()));
         if !jumped {
-            commands.push(words(&format!("-I {hook} 1 -j {CHAIN}")));
+            command(format!("-I {hook} 1 -j {CHAIN}"));
         }
     }
-    let present: BTreeSet<&str> = existing
-        .map(|rules| rules.iter().map(String::as_str).collect())
-        .unwrap_or_default();
-    let mut wanted = BTreeSet::new();
+    let mut wanted_jumps = BTreeSet::new();
+    let mut wanted_chains = BTreeSet::new();
     for port in ports {
-        for (rule, listed) in port.rules() {
-            if !present.contains(listed.as_str()) {
-                let mut command = vec!["-A".to_owned(), CHAIN.to_owned()];
-                command.extend(rule);
-                commands.push(command);
+        let chain = port.chain();
+        let present = chains.get(&chain);
+        if present.is_none() {
+            command(format!("-N {chain} -P RETURN"));
+        }
+        let rules = port.rules();
+        for rule in &rules {
+            if !present.is_some_and(|lines| lines.contains(rule)) {
+                command(format!("-A {chain} {rule}"));
             }
-            wanted.insert(listed);
+        }
+        for line in present.into_iter().flatten() {
+            if !rules.contains(line) {
+                command(format!("-D {chain} {line}"));
+            }
+        }
+        let jump = port.jump();
+        if !main.is_some_and(|lines| lines.contains(&jump)) {
+            command(format!("-A {CHAIN} {jump}"));
+        }
+        wanted_jumps.insert(jump);
+        wanted_chains.insert(chain);
+    }
+    for line in main.into_iter().flatten() {
+        if !wanted_jumps.contains(line) {
+            command(format!("-D {CHAIN} {line}"));
         }
     }
-    for line in existing.into_iter().flatten() {
-        if !wanted.contains(line) {
-            let mut command = vec!["-D".to_owned(), CHAIN.to_owned()];
-            command.extend(words(line));
-            commands.push(command);
+    for name in chains.keys() {
+        if name.starts_with(PORT_CHAIN_PREFIX) && !wanted_chains.contains(name) {
+            command(format!("-F {name}"));
+            command(format!("-X {name}"));
         }
     }
     commands
 }
 
-/// The commands that take the guard off: each jump, then the chain's rules and the chain.
+/// The commands that take the guard off: each jump, then NMI's chain, then the ports' chains
+/// (flushed first: ebtables deletes only an empty chain nothing jumps to).
 pub fn removal(listing: &str) -> Vec<Vec<String>> {
     let chains = parse_listing(listing);
     let mut commands = Vec::new();
@@ -335,9 +358,17 @@ pub fn removal(listing: &str) -> Vec<Vec<String>> {
             commands.push(words(&format!("-D {hook} -j {CHAIN}")));
         }
     }
-    if chains.contains_key(CHAIN) {
-        commands.push(words(&format!("-F {CHAIN}")));
-        commands.push(words(&format!("-X {CHAIN}")));
+    let ours = chains
+        .keys()
+        .filter(|name| name.starts_with(PORT_CHAIN_PREFIX));
+    for name in chains
+        .get_key_value(CHAIN)
+        .map(|(name, _)| name)
+        .into_iter()
+        .chain(ours)
+    {
+        commands.push(words(&format!("-F {name}")));
+        commands.push(words(&format!("-X {name}")));
     }
     commands
 }
@@ -642,88 +673,118 @@ mod tests {
         );
     }
 
-    /// `ebtables -t filter -L` on the node lab with a pod's port guarded (ebtables 1.8.9,
-    /// nf_tables).
-    fn lab_listing(chain_rules: &str) -> String {
+    /// `ebtables -t filter -L` on the node lab (ebtables 1.8.9, nf_tables) with NMI's jumps in
+    /// place and `chains` after the built-in chains.
+    fn lab_listing(chains: &str) -> String {
         format!(
-            "Bridge table: filter\n\nBridge chain: INPUT, entries: 1, policy: ACCEPT\n-j {CHAIN}\n\nBridge chain: FORWARD, entries: 1, policy: ACCEPT\n-j {CHAIN}\n\nBridge chain: OUTPUT, entries: 0, policy: ACCEPT\n\nBridge chain: {CHAIN}, entries: 4, policy: RETURN\n{chain_rules}"
+            "Bridge table: filter\n\nBridge chain: INPUT, entries: 1, policy: ACCEPT\n-j {CHAIN}\n\nBridge chain: FORWARD, entries: 1, policy: ACCEPT\n-j {CHAIN}\n\nBridge chain: OUTPUT, entries: 0, policy: ACCEPT\n\n{chains}"
         )
     }
 
-    const LAB_RULES: &str = "-s ! 1e:00:20:1c:da:52 -i veth58c62697 -j DROP\n-p ARP -i veth58c62697 --arp-mac-src ! 1e:00:20:1c:da:52 -j DROP\n-p ARP -i veth58c62697 --arp-ip-src ! 10.244.0.2 -j DROP\n-p IPv4 -i veth58c62697 --ip-src ! 10.244.0.2 -j DROP\n";
+    /// A pod's port guarded.
+    const GUARDED: &str = "Bridge chain: PODID-NMI-ANTISPOOF, entries: 1, policy: RETURN\n-i veth58c62697 -j PODID-PORT-veth58c62697\n\nBridge chain: PODID-PORT-veth58c62697, entries: 4, policy: RETURN\n-s ! 1e:00:20:1c:da:52 -j DROP\n-p ARP --arp-mac-src ! 1e:00:20:1c:da:52 -j DROP\n-p ARP --arp-ip-src ! 10.244.0.2 -j DROP\n-p IPv4 --ip-src ! 10.244.0.2 -j DROP\n";
+
+    /// The same port as the first version guarded it: four rules per port in NMI's chain.
+    const FLAT: &str = "Bridge chain: PODID-NMI-ANTISPOOF, entries: 4, policy: RETURN\n-s ! 1e:00:20:1c:da:52 -i veth58c62697 -j DROP\n-p ARP -i veth58c62697 --arp-mac-src ! 1e:00:20:1c:da:52 -j DROP\n-p ARP -i veth58c62697 --arp-ip-src ! 10.244.0.2 -j DROP\n-p IPv4 -i veth58c62697 --ip-src ! 10.244.0.2 -j DROP\n";
+
+    fn lab_port() -> Port {
+        port("veth58c62697", "1e:00:20:1c:da:52", [10, 244, 0, 2])
+    }
 
     fn lines(commands: &[Vec<String>]) -> Vec<String> {
         commands.iter().map(|c| c.join(" ")).collect()
     }
 
+    const PORT_RULES: [&str; 4] = [
+        "-A PODID-PORT-veth58c62697 -s ! 1e:00:20:1c:da:52 -j DROP",
+        "-A PODID-PORT-veth58c62697 -p ARP --arp-mac-src ! 1e:00:20:1c:da:52 -j DROP",
+        "-A PODID-PORT-veth58c62697 -p ARP --arp-ip-src ! 10.244.0.2 -j DROP",
+        "-A PODID-PORT-veth58c62697 -p IPv4 --ip-src ! 10.244.0.2 -j DROP",
+    ];
+
     #[test]
-    fn a_fresh_table_gets_the_chain_the_jumps_and_the_ports_rules() {
+    fn a_fresh_table_gets_the_chains_the_jumps_and_the_ports_rules() {
         let empty = "Bridge table: filter\n\nBridge chain: INPUT, entries: 0, policy: ACCEPT\n\nBridge chain: FORWARD, entries: 0, policy: ACCEPT\n\nBridge chain: OUTPUT, entries: 0, policy: ACCEPT\n";
-        let ports = [port("veth58c62697", "1e:00:20:1c:da:52", [10, 244, 0, 2])];
-        assert_eq!(
-            lines(&plan(&ports, empty)),
-            [
-                "-N PODID-NMI-ANTISPOOF -P RETURN",
-                "-I INPUT 1 -j PODID-NMI-ANTISPOOF",
-                "-I FORWARD 1 -j PODID-NMI-ANTISPOOF",
-                "-A PODID-NMI-ANTISPOOF -i veth58c62697 -s ! 1e:00:20:1c:da:52 -j DROP",
-                "-A PODID-NMI-ANTISPOOF -i veth58c62697 -p ARP --arp-mac-src ! 1e:00:20:1c:da:52 -j DROP",
-                "-A PODID-NMI-ANTISPOOF -i veth58c62697 -p ARP --arp-ip-src ! 10.244.0.2 -j DROP",
-                "-A PODID-NMI-ANTISPOOF -i veth58c62697 -p IPv4 --ip-src ! 10.244.0.2 -j DROP",
-            ]
-        );
+        let mut expected = vec![
+            "-N PODID-NMI-ANTISPOOF -P RETURN",
+            "-I INPUT 1 -j PODID-NMI-ANTISPOOF",
+            "-I FORWARD 1 -j PODID-NMI-ANTISPOOF",
+            "-N PODID-PORT-veth58c62697 -P RETURN",
+        ];
+        expected.extend(PORT_RULES);
+        expected.push("-A PODID-NMI-ANTISPOOF -i veth58c62697 -j PODID-PORT-veth58c62697");
+        assert_eq!(lines(&plan(&[lab_port()], empty)), expected);
     }
 
     #[test]
     fn rules_in_place_are_left_alone() {
-        let ports = [port("veth58c62697", "1e:00:20:1c:da:52", [10, 244, 0, 2])];
-        assert!(plan(&ports, &lab_listing(LAB_RULES)).is_empty());
+        assert!(plan(&[lab_port()], &lab_listing(GUARDED)).is_empty());
     }
 
     #[test]
-    fn a_gone_port_loses_its_rules_and_a_missing_rule_is_put_back_first() {
+    fn a_gone_port_loses_its_jump_then_its_chain_and_a_changed_one_is_never_open() {
         assert_eq!(
-            lines(&plan(&[], &lab_listing(LAB_RULES))),
-            LAB_RULES
-                .lines()
-                .map(|l| format!("-D PODID-NMI-ANTISPOOF {l}"))
-                .collect::<Vec<_>>()
+            lines(&plan(&[], &lab_listing(GUARDED))),
+            [
+                "-D PODID-NMI-ANTISPOOF -i veth58c62697 -j PODID-PORT-veth58c62697",
+                "-F PODID-PORT-veth58c62697",
+                "-X PODID-PORT-veth58c62697",
+            ]
         );
         // One rule deleted by hand and a foreign rule added: the rule is appended, then the
         // foreign one goes.
-        let tampered = LAB_RULES.replace(
-            "-p ARP -i veth58c62697 --arp-ip-src ! 10.244.0.2 -j DROP\n",
-            "-i veth58c62697 -j ACCEPT\n",
-        );
-        let ports = [port("veth58c62697", "1e:00:20:1c:da:52", [10, 244, 0, 2])];
+        let tampered = GUARDED.replace("-p ARP --arp-ip-src ! 10.244.0.2 -j DROP\n", "-j ACCEPT\n");
         assert_eq!(
-            lines(&plan(&ports, &lab_listing(&tampered))),
+            lines(&plan(&[lab_port()], &lab_listing(&tampered))),
+            [PORT_RULES[2], "-D PODID-PORT-veth58c62697 -j ACCEPT"]
+        );
+        // The port now has another pod's address: the new rules go in before the old go out.
+        let moved = port("veth58c62697", "1e:00:20:1c:da:52", [10, 244, 0, 3]);
+        assert_eq!(
+            lines(&plan(&[moved], &lab_listing(GUARDED))),
             [
-                "-A PODID-NMI-ANTISPOOF -i veth58c62697 -p ARP --arp-ip-src ! 10.244.0.2 -j DROP",
-                "-D PODID-NMI-ANTISPOOF -i veth58c62697 -j ACCEPT",
+                "-A PODID-PORT-veth58c62697 -p ARP --arp-ip-src ! 10.244.0.3 -j DROP",
+                "-A PODID-PORT-veth58c62697 -p IPv4 --ip-src ! 10.244.0.3 -j DROP",
+                "-D PODID-PORT-veth58c62697 -p ARP --arp-ip-src ! 10.244.0.2 -j DROP",
+                "-D PODID-PORT-veth58c62697 -p IPv4 --ip-src ! 10.244.0.2 -j DROP",
             ]
         );
     }
 
     #[test]
+    fn the_first_versions_flat_rules_are_replaced_once_the_port_chain_is_in_place() {
+        let mut expected = vec!["-N PODID-PORT-veth58c62697 -P RETURN"];
+        expected.extend(PORT_RULES);
+        expected.push("-A PODID-NMI-ANTISPOOF -i veth58c62697 -j PODID-PORT-veth58c62697");
+        let old: Vec<String> = FLAT
+            .lines()
+            .skip(1)
+            .map(|l| format!("-D PODID-NMI-ANTISPOOF {l}"))
+            .collect();
+        expected.extend(old.iter().map(String::as_str));
+        assert_eq!(lines(&plan(&[lab_port()], &lab_listing(FLAT))), expected);
+    }
+
+    #[test]
     fn a_missing_jump_is_put_back_first_in_its_hook() {
-        let listing = lab_listing(LAB_RULES).replacen(&format!("-j {CHAIN}\n"), "", 1);
-        let ports = [port("veth58c62697", "1e:00:20:1c:da:52", [10, 244, 0, 2])];
+        let listing = lab_listing(GUARDED).replacen(&format!("-j {CHAIN}\n"), "", 1);
         assert_eq!(
-            lines(&plan(&ports, &listing)),
+            lines(&plan(&[lab_port()], &listing)),
             ["-I INPUT 1 -j PODID-NMI-ANTISPOOF"]
         );
     }
 
     #[test]
-    fn removal_takes_the_jumps_then_the_chain() {
+    fn removal_takes_the_jumps_then_the_chains() {
         assert_eq!(
-            lines(&removal(&lab_listing(LAB_RULES))),
+            lines(&removal(&lab_listing(GUARDED))),
             [
                 "-D INPUT -j PODID-NMI-ANTISPOOF",
                 "-D FORWARD -j PODID-NMI-ANTISPOOF",
                 "-F PODID-NMI-ANTISPOOF",
                 "-X PODID-NMI-ANTISPOOF",
+                "-F PODID-PORT-veth58c62697",
+                "-X PODID-PORT-veth58c62697",
             ]
         );
         assert!(
@@ -765,7 +826,7 @@ mod tests {
         std::fs::create_dir_all(sys.path().join("veth58c62697/brport")).unwrap();
         std::fs::create_dir_all(sys.path().join("cni0/bridge")).unwrap();
         let runner = Arc::new(Recording {
-            listing: lab_listing(""),
+            listing: lab_listing("Bridge chain: PODID-NMI-ANTISPOOF, entries: 0, policy: RETURN\n"),
             commands: Mutex::default(),
         });
         let guard = PortGuard {
@@ -780,10 +841,11 @@ mod tests {
         assert!(scan.skipped[0].0.ends_with("podid-lab-bad-eth0"));
         assert_eq!(scan.fingerprint.len(), 3);
         assert_eq!(guard.fingerprint().unwrap(), scan.fingerprint);
-        assert_eq!(guard.reconcile(&scan).unwrap(), 4);
+        // The port's chain, its four rules and the jump to it.
+        assert_eq!(guard.reconcile(&scan).unwrap(), 6);
         let commands = runner.commands.lock().unwrap().clone();
         assert_eq!(commands[0], "ebtables -t filter -L");
-        assert_eq!(commands.len(), 5);
+        assert_eq!(commands.len(), 7);
         guard.remove().unwrap();
         assert!(
             runner
