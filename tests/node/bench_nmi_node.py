@@ -1,10 +1,9 @@
 """NMI on the lab node, podid vs upstream (issue 11 §5): cache-hit token requests (DEMO's client
 ID, ARM's resource) from many pods' network namespaces through the real DNAT path, at several
 concurrencies, against podid's NMI (as shipped, then with its port guard off) and then upstream's
-v1.8.17 on the same node, and the same
-requests straight to the emulator's IMDS: from the node's namespace, and, after NMI is removed,
-from the same pods over the same veth and bridge (the baseline of what NMI adds to a pod's call).
-Prints a markdown table.
+v1.8.17 on the same node, and the same requests straight to the emulator's IMDS: from the node's
+namespace, and, after NMI is removed, from the same pods over the same veth and bridge (the
+baseline of what NMI adds to a pod's call). Prints a markdown table.
 
     cargo build -p podid-emulator --bin azure-emulator
     scripts/build-images --upstream-nmi --out DIR     # DIR holds podid's archives and upstream's NMI
@@ -238,25 +237,30 @@ def main() -> None:
     print(f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} on {os.cpu_count()} cores; "
           f"{args.pods} pods, {args.seconds:.0f} s per row; emulator {os.path.realpath(EMULATOR)}.")
     print()
+    print_table(results, concurrencies)
+
+
+# Each run's name in the table, in the table's order; the first two have no NMI in the way.
+PATHS = {"pods direct": "no NMI, from the pods", "direct": "no NMI, from the node's namespace",
+         "podid": "podid's NMI", "podid, no guard": "podid's NMI, port guard off",
+         "upstream": "upstream's NMI"}
+BASELINES = ("pods direct", "direct")
+
+
+def print_table(results: dict, concurrencies: list[int]) -> None:
     print("| path | concurrency | pods sending | tokens/s | p50 ms | p99 ms | adds at p99 ms (vs pods direct)"
           " | adds at p99 ms (vs node direct) | NMI CPU µs/req | generator CPU µs/req | cores busy %"
           " | NMI VmHWM MiB | errors |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for flavor in ("pods direct", "direct", "podid", "podid, no guard", "upstream"):
-        label = {"pods direct": "no NMI, from the pods", "direct": "no NMI, from the node's namespace",
-                 "podid": "podid's NMI", "podid, no guard": "podid's NMI, port guard off",
-                 "upstream": "upstream's NMI"}[flavor]
+    for flavor, label in PATHS.items():
         for c in concurrencies:
             r = results[(flavor, c)]
-            behind_nmi = flavor not in ("pods direct", "direct")
-            added = [f"{r['p99'] - results[(base, c)]['p99']:+.2f}" if behind_nmi else ""
-                     for base in ("pods direct", "direct")]
-            print(f"| {label} | {c} | {r['pods']} | {r['rate']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
-                  f"{added[0]} | {added[1]} | {r['cpu_us']:.0f} | {r['gen_us']:.0f} | {r['busy']:.0f} | "
-                  f"{r['hwm']:.1f} | {r['errors']} |" if behind_nmi else
-                  f"| {label} | {c} | {r['pods']} | {r['rate']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} | | | | "
-                  f"{r['gen_us']:.0f} | {r['busy']:.0f} | | {r['errors']} |")
-
+            behind_nmi = flavor not in BASELINES
+            added = [f"{r['p99'] - results[(base, c)]['p99']:+.2f}" if behind_nmi else "" for base in BASELINES]
+            cells = [label, c, r["pods"], f"{r['rate']:,.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}", *added,
+                     f"{r['cpu_us']:.0f}" if behind_nmi else "", f"{r['gen_us']:.0f}", f"{r['busy']:.0f}",
+                     f"{r['hwm']:.1f}" if behind_nmi else "", r["errors"]]
+            print("| " + " | ".join(str(cell) for cell in cells) + " |")
 
 if __name__ == "__main__":
     main()

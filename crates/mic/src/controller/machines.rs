@@ -203,10 +203,10 @@ impl Machines {
             .filter(|s| !s.reread)
             .and_then(|s| s.observed.as_ref())
             .filter(|o| now.saturating_duration_since(o.at) < timing.refresh);
+        let wait_for_update = state
+            .and_then(|s| s.updating_since)
+            .is_none_or(|since| now.saturating_duration_since(since) < timing.update_hold);
         let Some(observed) = fresh else {
-            let wait_for_update = state
-                .and_then(|s| s.updating_since)
-                .is_none_or(|since| now.saturating_duration_since(since) < timing.update_hold);
             return Step::Work(Box::new(Job {
                 machine: plan.machine.clone(),
                 change: plan.change.clone(),
@@ -229,7 +229,7 @@ impl Machines {
             machine: plan.machine.clone(),
             change: plan.change.clone(),
             known: (!clears_map).then(|| observed.identity.clone()),
-            wait_for_update: true,
+            wait_for_update,
         }))
     }
 
