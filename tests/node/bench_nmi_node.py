@@ -3,7 +3,9 @@ ID, ARM's resource) from many pods' network namespaces through the real DNAT pat
 concurrencies, against podid's NMI (as shipped, then with its port guard off) and then upstream's
 v1.8.17 on the same node, and the same requests straight to the emulator's IMDS: from the node's
 namespace, and, after NMI is removed, from the same pods over the same veth and bridge (the
-baseline of what NMI adds to a pod's call). Prints a markdown table.
+baseline of what NMI adds to a pod's call). Every path is measured once per round (--rounds,
+default 3), the rounds one after another; the table gives each row's median over the rounds and,
+for what NMI adds at p99, the median and range of the rounds' differences. Prints a markdown table.
 
     cargo build -p podid-emulator --bin azure-emulator
     scripts/build-images --upstream-nmi --out DIR     # DIR holds podid's archives and upstream's NMI
@@ -24,10 +26,12 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -36,7 +40,7 @@ from lab import (  # noqa: E402
     ARM_RESOURCE, DEMO_CLIENT_ID, NODE, ROOT, Lab, LabError, install_podid, run,
     token_url,
 )
-from test_spoofing import guard_chains  # noqa: E402
+from test_spoofing import guard_table, guarded_ports  # noqa: E402
 from test_upstream_nmi import (  # noqa: E402
     UPSTREAM_IMAGE, UPSTREAM_NMI_ROLE, nmi_image, podid_nmi_role, use_nmi,
 )
@@ -160,6 +164,7 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--concurrency", default="1,16,128")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     concurrencies = [int(c) for c in args.concurrency.split(",")]
     path = token_url(DEMO_CLIENT_ID, ARM_RESOURCE).removeprefix("http://169.254.169.254")
@@ -189,55 +194,77 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         generator = build_generator(Path(tmp))
-        pids = checked_pod_pids(lab, names)
         direct_pid = node_pid()
-        run(str(NODE), "check", "with-pods")
-        results = {}
-        # Direct: the same requests from the node's namespace, where 169.254.169.254 is the
-        # emulator itself (NMI's DNAT is in PREROUTING: the node's own packets are not redirected).
-        load(generator, [direct_pid], 16, 1, path)  # warm-up
-        for c in concurrencies:
-            results[("direct", c)] = load(generator, [direct_pid] * args.pods, c, args.seconds, path)
-            print("direct", c, results[("direct", c)], file=sys.stderr)
-        for flavor, image, role in (("podid", podid_image, podid_nmi_role(lab)),
-                                    ("podid, no guard", podid_image, podid_nmi_role(lab)),
-                                    ("upstream", UPSTREAM_IMAGE, UPSTREAM_NMI_ROLE)):
-            # podid's port guard (ebtables rules on every pod's bridge port) is part of what a
-            # pod's call goes through; the middle run measures NMI without it.
-            set_port_guard(lab, flavor != "podid, no guard")
-            use_nmi(lab, image, role)
-            lab.wait("the port guard's chain as this run wants it", lambda: bool(guard_chains(lab))
-                     == (flavor == "podid"), timeout=60)
+        podid_role = podid_nmi_role(lab)
+        results: dict[tuple[str, int], list[dict]] = defaultdict(list)
+        # Every path once per round, the rounds one after another: a row's value is the median
+        # of its rounds, and what NMI adds is taken within each round (the paths measured
+        # minutes apart, not a whole run apart), so the machine's drift shows as a range instead
+        # of deciding the result.
+        for round_number in range(1, args.rounds + 1):
+            # Direct: the same requests from the node's namespace, where 169.254.169.254 is the
+            # emulator itself (NMI's DNAT is in PREROUTING: the node's own packets are not
+            # redirected).
+            run(str(NODE), "check", "with-pods")
+            load(generator, [direct_pid], 16, 1, path)  # warm-up
+            for c in concurrencies:
+                measure(results, "direct", c, round_number,
+                        load(generator, [direct_pid] * args.pods, c, args.seconds, path))
+            for flavor, image, role in (("podid", podid_image, podid_role),
+                                        ("podid, no guard", podid_image, podid_role),
+                                        ("upstream", UPSTREAM_IMAGE, UPSTREAM_NMI_ROLE)):
+                # podid's port guard (every pod's bridge port looked up in one nftables table) is
+                # part of what a pod's call goes through; the middle run measures NMI without it.
+                # The guard is on when the table checks some port (without a results directory
+                # none is).
+                set_port_guard(lab, flavor != "podid, no guard")
+                use_nmi(lab, image, role)
+                lab.wait("the port guard as this run wants it", lambda: bool(guarded_ports(lab))
+                         == (flavor == "podid"), timeout=60)
+                pids = checked_pod_pids(lab, names)
+                lab.wait(f"{flavor}'s NMI answering",
+                         lambda: load(generator, pids[:1], 1, 0.5, path)["ok"] > 0, timeout=120, interval=2)
+                pid = nmi_pid(lab)
+                load(generator, pids, 16, 1, path)  # warm-up
+                for c in concurrencies:
+                    cpu = cpu_seconds(pid)
+                    row = load(generator, pids, c, args.seconds, path)
+                    row["cpu_us"] = (cpu_seconds(pid) - cpu) * 1e6 / max(1, row["ok"] + row["errors"])
+                    row["hwm"] = status_kib(pid, "VmHWM") / 1024
+                    measure(results, flavor, c, round_number, row)
+            # Direct from the pods: no NMI on the node (scheduled nowhere; NMI removes its DNAT
+            # and its port guard's table as it stops), so the same requests leave the same pods
+            # over the same veth and bridge and reach the emulator's IMDS itself: a pod's call
+            # without NMI in the way, the baseline of what NMI adds. MIC stays, so the identity
+            # stays on the node's machine.
+            schedule_nmi(lab, running=False)
+            lab.wait("NMI gone, its rules with it", lambda: not lab.pods_labelled("component=nmi")
+                     and not lab.nat_rules() and guard_table(lab) is None, timeout=120)
             pids = checked_pod_pids(lab, names)
-            lab.wait(f"{flavor}'s NMI answering", lambda: load(generator, pids[:1], 1, 0.5, path)["ok"] > 0,
-                     timeout=120, interval=2)
-            pid = nmi_pid(lab)
             load(generator, pids, 16, 1, path)  # warm-up
             for c in concurrencies:
-                cpu = cpu_seconds(pid)
-                row = load(generator, pids, c, args.seconds, path)
-                row["cpu_us"] = (cpu_seconds(pid) - cpu) * 1e6 / max(1, row["ok"] + row["errors"])
-                row["hwm"] = status_kib(pid, "VmHWM") / 1024
-                row["rss"] = status_kib(pid, "VmRSS") / 1024
-                results[(flavor, c)] = row
-                print(flavor, c, row, file=sys.stderr)
-        # Direct from the pods: no NMI on the node (its DaemonSet deleted; NMI removes its DNAT
-        # and port-guard rules as it stops), so the same requests leave the same pods over the same
-        # veth and bridge and reach the emulator's IMDS itself: a pod's call without NMI in the way,
-        # the baseline of what NMI adds. MIC stays, so the identity stays on the node's machine.
-        lab.kubectl("delete", "daemonset", "nmi", "--wait=true", "--timeout=120s")
-        lab.wait("NMI gone, its rules with it", lambda: not lab.pods_labelled("component=nmi")
-                 and not lab.nat_rules() and not guard_chains(lab), timeout=120)
-        pids = checked_pod_pids(lab, names)
-        load(generator, pids, 16, 1, path)  # warm-up
-        for c in concurrencies:
-            results[("pods direct", c)] = load(generator, pids, c, args.seconds, path)
-            print("pods direct", c, results[("pods direct", c)], file=sys.stderr)
+                measure(results, "pods direct", c, round_number, load(generator, pids, c, args.seconds, path))
+            schedule_nmi(lab, running=True)
 
     print(f"Measured {time.strftime('%Y-%m-%d', time.gmtime())} on {os.cpu_count()} cores; "
-          f"{args.pods} pods, {args.seconds:.0f} s per row; emulator {os.path.realpath(EMULATOR)}.")
+          f"{args.pods} pods, {args.seconds:.0f} s per row, {args.rounds} rounds; "
+          f"emulator {os.path.realpath(EMULATOR)}.")
     print()
     print_table(results, concurrencies)
+
+
+def measure(results: dict, flavor: str, c: int, round_number: int, row: dict) -> None:
+    results[(flavor, c)].append(row)
+    print(f"round {round_number}", flavor, c, row, file=sys.stderr)
+
+
+def schedule_nmi(lab: Lab, running: bool) -> None:
+    """NMI's DaemonSet on the node, or scheduled nowhere (its pod stops, as on uninstall)."""
+    selector = None if running else "true"
+    patch = {"spec": {"template": {"spec": {"nodeSelector": {"podid-bench/nowhere": selector}}}}}
+    lab.kubectl("patch", "daemonset", "nmi", "--type=merge", "-p", json.dumps(patch))
+    if running:
+        lab.kubectl("rollout", "status", "daemonset/nmi", "--timeout=120s")
 
 
 # Each run's name in the table, in the table's order; the first two have no NMI in the way.
@@ -248,19 +275,35 @@ BASELINES = ("pods direct", "direct")
 
 
 def print_table(results: dict, concurrencies: list[int]) -> None:
+    """One row per path and concurrency: each value the median of the rounds (the peak RSS their
+    highest, the errors their sum); what a path adds at p99 is the median of its rounds' p99
+    minus the baseline's p99 of the same round, with the lowest and highest of them."""
     print("| path | concurrency | pods sending | tokens/s | p50 ms | p99 ms | adds at p99 ms (vs pods direct)"
           " | adds at p99 ms (vs node direct) | NMI CPU µs/req | generator CPU µs/req | cores busy %"
           " | NMI VmHWM MiB | errors |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for flavor, label in PATHS.items():
         for c in concurrencies:
-            r = results[(flavor, c)]
+            rows = results[(flavor, c)]
+
+            def med(key: str) -> float:
+                return statistics.median(r[key] for r in rows)
+
             behind_nmi = flavor not in BASELINES
-            added = [f"{r['p99'] - results[(base, c)]['p99']:+.2f}" if behind_nmi else "" for base in BASELINES]
-            cells = [label, c, r["pods"], f"{r['rate']:,.0f}", f"{r['p50']:.2f}", f"{r['p99']:.2f}", *added,
-                     f"{r['cpu_us']:.0f}" if behind_nmi else "", f"{r['gen_us']:.0f}", f"{r['busy']:.0f}",
-                     f"{r['hwm']:.1f}" if behind_nmi else "", r["errors"]]
+            added = [spread([r["p99"] - b["p99"] for r, b in zip(rows, results[(base, c)])])
+                     if behind_nmi else "" for base in BASELINES]
+            cells = [label, c, rows[0]["pods"], f"{med('rate'):,.0f}", f"{med('p50'):.2f}", f"{med('p99'):.2f}",
+                     *added, f"{med('cpu_us'):.0f}" if behind_nmi else "", f"{med('gen_us'):.0f}",
+                     f"{med('busy'):.0f}", f"{max(r['hwm'] for r in rows):.1f}" if behind_nmi else "",
+                     sum(r["errors"] for r in rows)]
             print("| " + " | ".join(str(cell) for cell in cells) + " |")
+
+
+def spread(values: list[float]) -> str:
+    """The median, and the range when there is more than one value: `+0.12 (-0.30 to +0.80)`."""
+    median = f"{statistics.median(values):+.2f}"
+    return median if len(values) == 1 else f"{median} ({min(values):+.2f} to {max(values):+.2f})"
+
 
 if __name__ == "__main__":
     main()

@@ -258,7 +258,7 @@ fn guard_from_flags(flags: &Flags) -> Option<Arc<PortGuard>> {
     let guard = PortGuard::new(Arc::new(SystemRunner), dir.clone());
     match guard.usable() {
         Ok(()) => {
-            tracing::info!(dir = %dir.display(), chain = port_guard::CHAIN, "port guard on");
+            tracing::info!(dir = %dir.display(), table = port_guard::TABLE, "port guard on");
             Some(Arc::new(guard))
         }
         Err(error) => off(error.to_string()),
@@ -402,7 +402,7 @@ pub async fn run(flags: Flags) -> Result<(), AgentError> {
         }
         if let Some(guard) = guard {
             match tokio::task::spawn_blocking(move || guard.remove()).await {
-                Ok(Ok(())) => tracing::info!(chain = port_guard::CHAIN, "port guard rules removed"),
+                Ok(Ok(())) => tracing::info!(table = port_guard::TABLE, "port guard table removed"),
                 Ok(Err(error)) => tracing::error!(%error, "removing the port guard's rules failed"),
                 Err(error) => tracing::error!(%error, "removing the port guard's rules failed"),
             }

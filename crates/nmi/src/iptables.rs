@@ -30,7 +30,18 @@ impl Output {
 
 /// Runs one program with arguments and waits for it.
 pub trait Runner: Send + Sync {
-    fn run(&self, program: &str, args: &[String]) -> std::io::Result<Output>;
+    /// Runs `program` with `input` on its standard input (`nft -f -` reads a whole transaction
+    /// there).
+    fn run_with_input(
+        &self,
+        program: &str,
+        args: &[String],
+        input: &str,
+    ) -> std::io::Result<Output>;
+
+    fn run(&self, program: &str, args: &[String]) -> std::io::Result<Output> {
+        self.run_with_input(program, args, "")
+    }
 }
 
 /// Runs real commands.
@@ -38,8 +49,33 @@ pub trait Runner: Send + Sync {
 pub struct SystemRunner;
 
 impl Runner for SystemRunner {
-    fn run(&self, program: &str, args: &[String]) -> std::io::Result<Output> {
-        let output = std::process::Command::new(program).args(args).output()?;
+    fn run_with_input(
+        &self,
+        program: &str,
+        args: &[String],
+        input: &str,
+    ) -> std::io::Result<Output> {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        // The programs run here read their whole input before they write much, so writing it
+        // all before reading their output cannot deadlock. A program that exits without reading
+        // it (a broken pipe) still reports why through its exit code and stderr.
+        let written = match child.stdin.take() {
+            Some(mut stdin) => stdin.write_all(input.as_bytes()),
+            None => Ok(()),
+        };
+        let output = child.wait_with_output()?;
+        if let Err(error) = written
+            && error.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            return Err(error);
+        }
         Ok(Output {
             code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -313,7 +349,12 @@ mod tests {
     }
 
     impl Runner for Recording {
-        fn run(&self, program: &str, args: &[String]) -> std::io::Result<Output> {
+        fn run_with_input(
+            &self,
+            program: &str,
+            args: &[String],
+            _input: &str,
+        ) -> std::io::Result<Output> {
             let line = format!("{program} {}", args.join(" "));
             self.commands.lock().unwrap().push(line.clone());
             Ok(self
@@ -486,5 +527,19 @@ mod tests {
         .await;
         assert!(!ready.load(std::sync::atomic::Ordering::SeqCst));
         assert!(matches!(error, IptablesError::Failed { .. }), "{error}");
+    }
+
+    #[test]
+    fn the_system_runner_passes_input_and_reports_a_program_that_ignores_it() {
+        let args = |list: &[&str]| list.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+        let script = "table bridge t\n".repeat(10_000);
+        let echoed = SystemRunner.run_with_input("cat", &[], &script).unwrap();
+        assert_eq!((echoed.code, echoed.stdout.len()), (Some(0), script.len()));
+        // Exits at once without reading 150 KB: its exit code and stderr, not a broken pipe.
+        let ignored = SystemRunner
+            .run_with_input("sh", &args(&["-c", "echo no >&2; exit 3"]), &script)
+            .unwrap();
+        assert_eq!((ignored.code, ignored.stderr.as_str()), (Some(3), "no\n"));
+        assert!(SystemRunner.run("/nonexistent/program", &[]).is_err());
     }
 }

@@ -9,17 +9,22 @@
 //! one host-side interface that is a bridge port (`/sys/class/net/<if>/brport`); routed CNIs
 //! (no bridge) are not covered.
 //!
-//! What is installed, in ebtables' `filter` table (nf_tables): chain [`CHAIN`], jumped to first
-//! from `INPUT` and `FORWARD`, with one rule per port that sends what enters through the port to
-//! the port's own chain (`PODID-PORT-<interface>`), whose four rules drop a source MAC, ARP
-//! sender MAC, ARP sender IP or IPv4 source other than the pod's. A frame is matched against
-//! one rule per port plus its port's four, not four per port: ebtables walks rules one by one,
-//! and with 100 pods the flat layout (400 rules) cost 17 µs of CPU per token request on each
-//! side of the connection (docs/benchmarks.md).
+//! What is installed: one nftables table, `bridge podid_nmi` ([`TABLE`]). Three sets hold the
+//! guarded ports (`ports`), each with its pod's MAC (`macs`) and with its MAC and IPv4
+//! (`addresses`). The `input` and `forward` base chains send a frame that enters through a
+//! guarded port to chain `check`, which drops a source MAC, an ARP sender MAC and IP, or an
+//! IPv4 source that is not the port's pod's (each drop counted). Every test is a hash lookup,
+//! so a frame costs the same with 10 pods or 250. The ebtables chains of earlier versions cost
+//! a rule per port for every frame: with 100 pods, 11 % of the node's CPU at 128 connections
+//! (docs/benchmarks.md); NMI takes them away when it finds them.
 //!
-//! The decisions are pure ([`parse_result`], [`guarded_ports`], [`plan`], [`removal`]); the
-//! directory, sysfs and `ebtables` are read and run at the edges ([`PortGuard`]) through the
-//! iptables module's [`Runner`].
+//! The table is always written whole, in one transaction ([`script`]): nothing is ever half
+//! applied. It is written when a port came or went, or when the listing differs from what NMI
+//! read back after its last write (someone changed it), checked every look and full resync.
+//!
+//! The decisions are pure ([`parse_result`], [`guarded_ports`], [`script`], [`read_listing`],
+//! [`in_place`], [`legacy_removal`]); the directory, sysfs, `nft` and `ebtables` are read and
+//! run at the edges ([`PortGuard`]) through the iptables module's [`Runner`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -31,15 +36,22 @@ use serde_json::Value;
 
 use crate::iptables::{Output, Runner};
 
-/// NMI's ebtables chain (no upstream name: upstream had no such guard).
-pub const CHAIN: &str = "PODID-NMI-ANTISPOOF";
-/// The start of each port's chain's name; the interface name follows (at most 26 characters in
-/// all, within ebtables' 31).
-pub const PORT_CHAIN_PREFIX: &str = "PODID-PORT-";
-const TABLE: &str = "filter";
-const HOOKS: [&str; 2] = ["INPUT", "FORWARD"];
-/// How often the results directory is looked at; ebtables runs only when it changed (or at
-/// each full resync).
+/// NMI's nftables table (no upstream name: upstream had no such guard), in the bridge family.
+pub const TABLE: &str = "podid_nmi";
+const FAMILY: &str = "bridge";
+/// The ports guarded; each with its pod's MAC; each with its pod's MAC and IPv4.
+const PORTS_SET: &str = "ports";
+const MACS_SET: &str = "macs";
+const ADDRESSES_SET: &str = "addresses";
+/// The chain the base chains send a guarded port's frames to.
+const CHECK_CHAIN: &str = "check";
+/// The bridge's hooks a pod's frames pass: to the node (NMI among it) and to other pods.
+const HOOKS: [&str; 2] = ["input", "forward"];
+/// The ebtables chains of NMI's earlier versions, taken away when found.
+const LEGACY_CHAIN: &str = "PODID-NMI-ANTISPOOF";
+const LEGACY_PORT_CHAIN_PREFIX: &str = "PODID-PORT-";
+/// How often the results directory is looked at; nft runs only when it changed (or at each
+/// full resync).
 pub const POLL: Duration = Duration::from_secs(1);
 
 /// One sandbox of a results file, before its host interfaces are checked.
@@ -72,8 +84,10 @@ pub enum ResultError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PortGuardError {
-    #[error("running ebtables: {0}")]
+    #[error("running nft or ebtables: {0}")]
     Spawn(#[source] std::io::Error),
+    #[error(transparent)]
+    Listing(ListingError),
     #[error("`{command}` failed ({code:?}): {stderr}")]
     Failed {
         command: String,
@@ -231,27 +245,198 @@ pub fn guarded_ports<'a>(
     ports.into_values().collect()
 }
 
-impl Port {
-    /// The port's own chain.
-    fn chain(&self) -> String {
-        format!("{PORT_CHAIN_PREFIX}{}", self.interface)
-    }
+/// The set elements of NMI's table, by set name, each as the listing spells it (the parts of a
+/// concatenation joined by ` . `).
+pub type Elements = BTreeMap<String, BTreeSet<String>>;
 
-    /// The rule of [`CHAIN`] that sends the port's frames to its chain.
-    fn jump(&self) -> String {
-        format!("-i {} -j {}", self.interface, self.chain())
+/// The nft script that replaces NMI's table with one guarding exactly `ports`. `nft -f` applies
+/// a script as one transaction: the table is created when missing so that it can be deleted,
+/// and the new one takes its place in the same commit, so no frame meets a half-built table or
+/// none at all.
+pub fn script(ports: &[Port]) -> String {
+    let elements = |set: &str| -> String {
+        let items = &wanted_elements(ports)[set];
+        if items.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<&str> = items.iter().map(String::as_str).collect();
+            format!("\t\telements = {{ {} }}\n", list.join(", "))
+        }
+    };
+    let base_chain = |hook: &str| {
+        format!(
+            "\tchain {hook} {{\n\t\ttype filter hook {hook} priority filter; policy accept;\n\t\tiifname @{PORTS_SET} jump {CHECK_CHAIN}\n\t}}\n"
+        )
+    };
+    let mut text = format!("table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n");
+    text += &format!("table {FAMILY} {TABLE} {{\n");
+    for (set, kind) in [
+        (PORTS_SET, "ifname"),
+        (MACS_SET, "ifname . ether_addr"),
+        (ADDRESSES_SET, "ifname . ether_addr . ipv4_addr"),
+    ] {
+        text += &format!("\tset {set} {{\n\t\ttype {kind}\n{}\t}}\n", elements(set));
     }
+    for hook in HOOKS {
+        text += &base_chain(hook);
+    }
+    text += &format!(
+        "\tchain {CHECK_CHAIN} {{\n\
+         \t\tiifname . ether saddr != @{MACS_SET} counter drop\n\
+         \t\tiifname . arp saddr ether . arp saddr ip != @{ADDRESSES_SET} counter drop\n\
+         \t\tiifname . ether saddr . ip saddr != @{ADDRESSES_SET} counter drop\n\
+         \t}}\n}}\n"
+    );
+    text
+}
 
-    /// The rules of the port's chain, as `ebtables -A` takes them and `ebtables -L` lists them.
-    fn rules(&self) -> [String; 4] {
-        let (mac, ip) = (&self.mac, self.ipv4);
-        [
-            format!("-s ! {mac} -j DROP"),
-            format!("-p ARP --arp-mac-src ! {mac} -j DROP"),
-            format!("-p ARP --arp-ip-src ! {ip} -j DROP"),
-            format!("-p IPv4 --ip-src ! {ip} -j DROP"),
-        ]
+/// The script that takes NMI's table away, whether or not it is there.
+pub fn removal_script() -> String {
+    format!("table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n")
+}
+
+/// What each set holds for `ports`, spelled as [`read_listing`] reads it back.
+pub fn wanted_elements(ports: &[Port]) -> Elements {
+    let mut elements = Elements::new();
+    for set in [PORTS_SET, MACS_SET, ADDRESSES_SET] {
+        elements.insert(set.to_owned(), BTreeSet::new());
     }
+    for port in ports {
+        let (name, mac, ip) = (&port.interface, &port.mac, port.ipv4);
+        for (set, element) in [
+            (PORTS_SET, format!("\"{name}\"")),
+            (MACS_SET, format!("\"{name}\" . {mac}")),
+            (ADDRESSES_SET, format!("\"{name}\" . {mac} . {ip}")),
+        ] {
+            elements.entry(set.to_owned()).or_default().insert(element);
+        }
+    }
+    elements
+}
+
+/// NMI's table as `nft -j list table` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Installed {
+    pub elements: Elements,
+    /// The sets' definitions, the chains and the rules, without what changes on its own:
+    /// handles, elements and counters' values.
+    pub definitions: Vec<Value>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("nft's listing is not what it should be: {0}")]
+pub struct ListingError(String);
+
+/// Reads `nft -j list table bridge podid_nmi`.
+pub fn read_listing(json: &str) -> Result<Installed, ListingError> {
+    let listing: Value = serde_json::from_str(json).map_err(|e| ListingError(e.to_string()))?;
+    let objects = listing
+        .get("nftables")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ListingError("no `nftables` list".to_owned()))?;
+    let mut elements = Elements::new();
+    let mut definitions = Vec::new();
+    for object in objects {
+        let Some((kind, body)) = object.as_object().and_then(|o| o.iter().next()) else {
+            continue;
+        };
+        match kind.as_str() {
+            "set" => {
+                let name = body.get("name").and_then(Value::as_str).unwrap_or_default();
+                let items = body
+                    .get("elem")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                elements.insert(name.to_owned(), items.iter().map(spell_element).collect());
+                let mut definition = object.clone();
+                if let Some(set) = definition.get_mut("set").and_then(Value::as_object_mut) {
+                    set.remove("elem");
+                }
+                definitions.push(definition);
+            }
+            "chain" | "rule" => definitions.push(object.clone()),
+            _ => {}
+        }
+    }
+    definitions.iter_mut().for_each(without_state);
+    Ok(Installed {
+        elements,
+        definitions,
+    })
+}
+
+/// An element as the script spells it: every set's first part is the interface name, quoted;
+/// the addresses after it are bare; the parts of a concatenation are joined by ` . `.
+fn spell_element(element: &Value) -> String {
+    let text = |value: &Value| {
+        value
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned)
+    };
+    match element.get("concat").and_then(Value::as_array) {
+        Some(parts) => parts
+            .iter()
+            .enumerate()
+            .map(|(i, part)| match i {
+                0 => format!("\"{}\"", text(part)),
+                _ => text(part),
+            })
+            .collect::<Vec<_>>()
+            .join(" . "),
+        None => format!("\"{}\"", text(element)),
+    }
+}
+
+/// Drops handles and counters' values, which change without anyone changing the table.
+fn without_state(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.remove("handle");
+            if let Some(counter) = map.get_mut("counter") {
+                *counter = Value::Null;
+            }
+            map.values_mut().for_each(without_state);
+        }
+        Value::Array(items) => items.iter_mut().for_each(without_state),
+        _ => {}
+    }
+}
+
+/// Whether the table guards exactly `ports` with the definitions NMI read back after it last
+/// wrote the table (`written`: none yet since NMI started, so the table is written once).
+pub fn in_place(ports: &[Port], installed: Option<&Installed>, written: Option<&[Value]>) -> bool {
+    installed.is_some_and(|installed| {
+        installed.elements == wanted_elements(ports)
+            && written.is_some_and(|written| installed.definitions == written)
+    })
+}
+
+/// The commands (arguments after `ebtables -t filter`) that take away the ebtables chains of
+/// NMI's earlier versions (one chain, jumped to from `INPUT` and `FORWARD`, with the ports'
+/// rules or jumps to a chain per port): each jump, then the chains, each flushed first
+/// (ebtables deletes only an empty chain nothing jumps to). Empty when there are none.
+pub fn legacy_removal(listing: &str) -> Vec<Vec<String>> {
+    let chains = parse_ebtables_listing(listing);
+    let jump = format!("-j {LEGACY_CHAIN}");
+    let mut commands = Vec::new();
+    for hook in ["INPUT", "FORWARD"] {
+        let jumps = chains
+            .get(hook)
+            .map(|rules| rules.iter().filter(|r| **r == jump).count())
+            .unwrap_or(0);
+        for _ in 0..jumps {
+            commands.push(words(&format!("-D {hook} {jump}")));
+        }
+    }
+    let ours = chains
+        .keys()
+        .filter(|name| *name == LEGACY_CHAIN || name.starts_with(LEGACY_PORT_CHAIN_PREFIX));
+    for name in ours {
+        commands.push(words(&format!("-F {name}")));
+        commands.push(words(&format!("-X {name}")));
+    }
+    commands
 }
 
 fn words(text: &str) -> Vec<String> {
@@ -259,7 +444,7 @@ fn words(text: &str) -> Vec<String> {
 }
 
 /// `ebtables -t filter -L`: each chain's rule lines, by chain name.
-pub fn parse_listing(listing: &str) -> BTreeMap<String, Vec<String>> {
+fn parse_ebtables_listing(listing: &str) -> BTreeMap<String, Vec<String>> {
     let mut chains: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut current = None;
     for line in listing.lines().map(str::trim) {
@@ -279,100 +464,6 @@ pub fn parse_listing(listing: &str) -> BTreeMap<String, Vec<String>> {
     chains
 }
 
-fn jump() -> String {
-    format!("-j {CHAIN}")
-}
-
-/// The commands (arguments after `ebtables -t filter`) that make the table guard exactly
-/// `ports`: the chain and its jumps when missing; for each port, its chain and missing rules,
-/// its stale rules removed, then the jump to it; last, whatever of NMI's chains no port wants
-/// (jumps first, then chains). New rules go in before stale ones go out, so a port that changed
-/// is never left open. Empty when everything is in place.
-pub fn plan(ports: &[Port], listing: &str) -> Vec<Vec<String>> {
-    let chains = parse_listing(listing);
-    let mut commands = Vec::new();
-    let mut command = |text: String| commands.push(words(&text));
-    let main = chains.get(CHAIN);
-    if main.is_none() {
-        command(format!("-N {CHAIN} -P RETURN"));
-    }
-    for hook in HOOKS {
-        let jumped = chains
-            .get(hook)
-            .is_some_and(|rules| rules.iter().any(|r| *r == jump()));
-        if !jumped {
-            command(format!("-I {hook} 1 -j {CHAIN}"));
-        }
-    }
-    let mut wanted_jumps = BTreeSet::new();
-    let mut wanted_chains = BTreeSet::new();
-    for port in ports {
-        let chain = port.chain();
-        let present = chains.get(&chain);
-        if present.is_none() {
-            command(format!("-N {chain} -P RETURN"));
-        }
-        let rules = port.rules();
-        for rule in &rules {
-            if !present.is_some_and(|lines| lines.contains(rule)) {
-                command(format!("-A {chain} {rule}"));
-            }
-        }
-        for line in present.into_iter().flatten() {
-            if !rules.contains(line) {
-                command(format!("-D {chain} {line}"));
-            }
-        }
-        let jump = port.jump();
-        if !main.is_some_and(|lines| lines.contains(&jump)) {
-            command(format!("-A {CHAIN} {jump}"));
-        }
-        wanted_jumps.insert(jump);
-        wanted_chains.insert(chain);
-    }
-    for line in main.into_iter().flatten() {
-        if !wanted_jumps.contains(line) {
-            command(format!("-D {CHAIN} {line}"));
-        }
-    }
-    for name in chains.keys() {
-        if name.starts_with(PORT_CHAIN_PREFIX) && !wanted_chains.contains(name) {
-            command(format!("-F {name}"));
-            command(format!("-X {name}"));
-        }
-    }
-    commands
-}
-
-/// The commands that take the guard off: each jump, then NMI's chain, then the ports' chains
-/// (flushed first: ebtables deletes only an empty chain nothing jumps to).
-pub fn removal(listing: &str) -> Vec<Vec<String>> {
-    let chains = parse_listing(listing);
-    let mut commands = Vec::new();
-    for hook in HOOKS {
-        let jumps = chains
-            .get(hook)
-            .map(|rules| rules.iter().filter(|r| **r == jump()).count())
-            .unwrap_or(0);
-        for _ in 0..jumps {
-            commands.push(words(&format!("-D {hook} -j {CHAIN}")));
-        }
-    }
-    let ours = chains
-        .keys()
-        .filter(|name| name.starts_with(PORT_CHAIN_PREFIX));
-    for name in chains
-        .get_key_value(CHAIN)
-        .map(|(name, _)| name)
-        .into_iter()
-        .chain(ours)
-    {
-        commands.push(words(&format!("-F {name}")));
-        commands.push(words(&format!("-X {name}")));
-    }
-    commands
-}
-
 /// What a pass over the results directory read: the sandboxes (oldest file first) and the
 /// files skipped, with why.
 #[derive(Debug, Default)]
@@ -389,14 +480,23 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// The guard's edges: the results directory, sysfs and `ebtables`.
+/// The guard's edges: the results directory, sysfs, `nft` and `ebtables`.
 pub struct PortGuard {
     runner: Arc<dyn Runner>,
     results_dir: PathBuf,
     sys_class_net: PathBuf,
-    /// Held while rules change; `true` once [`PortGuard::remove`] ran, after which nothing is
-    /// installed again (NMI is stopping).
-    removed: Mutex<bool>,
+    /// Held while the table changes.
+    state: Mutex<GuardState>,
+}
+
+#[derive(Default)]
+struct GuardState {
+    /// Once [`PortGuard::remove`] ran nothing is installed again (NMI is stopping).
+    removed: bool,
+    /// The table's definitions as read back after NMI last wrote it.
+    written: Option<Vec<Value>>,
+    /// Whether earlier versions' ebtables chains were looked for (once per start).
+    legacy_cleared: bool,
 }
 
 impl PortGuard {
@@ -405,7 +505,7 @@ impl PortGuard {
             runner,
             results_dir,
             sys_class_net: PathBuf::from("/sys/class/net"),
-            removed: Mutex::new(false),
+            state: Mutex::default(),
         }
     }
 
@@ -462,51 +562,108 @@ impl PortGuard {
         self.sys_class_net.join(interface).join("brport").exists()
     }
 
-    /// Brings the rules to `scan`'s ports; the number of commands run.
-    pub fn reconcile(&self, scan: &Scan) -> Result<usize, PortGuardError> {
-        let removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
-        if *removed {
-            return Ok(0);
+    /// Brings the table to `scan`'s ports: `Some(ports guarded)` when it was written, `None`
+    /// when it was in place.
+    pub fn reconcile(&self, scan: &Scan) -> Result<Option<usize>, PortGuardError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.removed {
+            return Ok(None);
         }
         let ports = guarded_ports(&scan.sandboxes, |i| self.is_bridge_port(i));
-        let listing = self.ebtables(&["-L".to_owned()])?;
-        let commands = plan(&ports, &listing);
-        for command in &commands {
-            self.ebtables(command)?;
+        let installed = self.installed()?;
+        let written = if in_place(&ports, installed.as_ref(), state.written.as_deref()) {
+            None
+        } else {
+            // Forgotten first: a failure below leaves the table to be written again.
+            state.written = None;
+            self.nft(&["-f", "-"], &script(&ports))?;
+            let read_back = self.installed()?.ok_or_else(|| PortGuardError::Failed {
+                command: format!("nft list table {FAMILY} {TABLE}"),
+                code: None,
+                stderr: "the table is missing right after it was written".to_owned(),
+            })?;
+            state.written = Some(read_back.definitions);
+            Some(ports.len())
+        };
+        if !state.legacy_cleared {
+            state.legacy_cleared = true;
+            self.remove_legacy_chains_or_warn();
         }
-        Ok(commands.len())
+        Ok(written)
     }
 
-    /// Takes the chain and its jumps away.
+    /// Takes the table away (and any earlier version's ebtables chains).
     pub fn remove(&self) -> Result<(), PortGuardError> {
-        let mut removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
-        *removed = true;
-        let listing = self.ebtables(&["-L".to_owned()])?;
-        for command in removal(&listing) {
-            self.ebtables(&command)?;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.removed = true;
+        self.remove_legacy_chains_or_warn();
+        self.nft(&["-f", "-"], &removal_script()).map(drop)
+    }
+
+    /// A failure here leaves the guard itself working: it is logged, not retried.
+    fn remove_legacy_chains_or_warn(&self) {
+        if let Err(error) = self.remove_legacy_chains() {
+            tracing::warn!(%error, "port guard: could not take away an earlier version's ebtables chains");
+        }
+    }
+
+    /// The table as listed, `None` when there is none.
+    fn installed(&self) -> Result<Option<Installed>, PortGuardError> {
+        let args = ["-j", "list", "table", FAMILY, TABLE];
+        let output = self.run("nft", &args, "")?;
+        if output.code != Some(0) && output.stderr.contains("No such file or directory") {
+            return Ok(None);
+        }
+        let listing = checked("nft", &args, output)?;
+        read_listing(&listing)
+            .map(Some)
+            .map_err(PortGuardError::Listing)
+    }
+
+    /// Earlier versions' ebtables chains, taken away. Nothing to do without ebtables.
+    fn remove_legacy_chains(&self) -> Result<(), PortGuardError> {
+        let list = ["-t", "filter", "-L"];
+        let listing = match self.runner.run("ebtables", &owned(&list)) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            other => checked("ebtables", &list, other.map_err(PortGuardError::Spawn)?)?,
+        };
+        for command in legacy_removal(&listing) {
+            let args: Vec<&str> = ["-t", "filter"]
+                .into_iter()
+                .chain(command.iter().map(String::as_str))
+                .collect();
+            let output = self.run("ebtables", &args, "")?;
+            checked("ebtables", &args, output)?;
         }
         Ok(())
     }
 
-    fn ebtables(&self, args: &[String]) -> Result<String, PortGuardError> {
-        let args: Vec<String> = ["-t", TABLE]
-            .into_iter()
-            .map(str::to_owned)
-            .chain(args.iter().cloned())
-            .collect();
-        let output: Output = self
-            .runner
-            .run("ebtables", &args)
-            .map_err(PortGuardError::Spawn)?;
-        if output.code == Some(0) {
-            Ok(output.stdout)
-        } else {
-            Err(PortGuardError::Failed {
-                command: format!("ebtables {}", args.join(" ")),
-                code: output.code,
-                stderr: output.stderr.trim().to_owned(),
-            })
-        }
+    fn nft(&self, args: &[&str], input: &str) -> Result<String, PortGuardError> {
+        let output = self.run("nft", args, input)?;
+        checked("nft", args, output)
+    }
+
+    fn run(&self, program: &str, args: &[&str], input: &str) -> Result<Output, PortGuardError> {
+        self.runner
+            .run_with_input(program, &owned(args), input)
+            .map_err(PortGuardError::Spawn)
+    }
+}
+
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| (*a).to_owned()).collect()
+}
+
+/// The output of a command that exited 0, else the error naming it.
+fn checked(program: &str, args: &[&str], output: Output) -> Result<String, PortGuardError> {
+    if output.code == Some(0) {
+        Ok(output.stdout)
+    } else {
+        Err(PortGuardError::Failed {
+            command: format!("{program} {}", args.join(" ")),
+            code: output.code,
+            stderr: output.stderr.trim().to_owned(),
+        })
     }
 }
 
@@ -563,16 +720,12 @@ pub async fn keep_guarding(guard: Arc<PortGuard>, resync: Duration) {
         let fingerprint = scan.skipped.is_empty().then(|| scan.fingerprint.clone());
         let g = guard.clone();
         match tokio::task::spawn_blocking(move || g.reconcile(&scan)).await {
-            Ok(Ok(changed)) => {
-                if changed > 0 {
-                    tracing::info!(
-                        chain = CHAIN,
-                        commands = changed,
-                        "port guard: rules updated"
-                    );
+            Ok(Ok(written)) => {
+                if let Some(ports) = written {
+                    tracing::info!(table = TABLE, ports, "port guard: table written");
                 }
                 if failing {
-                    tracing::info!(chain = CHAIN, "port guard: rules in place again");
+                    tracing::info!(table = TABLE, "port guard: table in place again");
                 }
                 failing = false;
                 last = fingerprint;
@@ -580,7 +733,7 @@ pub async fn keep_guarding(guard: Arc<PortGuard>, resync: Duration) {
             }
             Ok(Err(error)) => {
                 if !failing {
-                    tracing::warn!(%error, "port guard: ebtables failed; retrying");
+                    tracing::warn!(%error, "port guard: updating the table failed; retrying");
                 }
                 failing = true;
                 last = None;
@@ -673,145 +826,261 @@ mod tests {
         );
     }
 
-    /// `ebtables -t filter -L` on the node lab (ebtables 1.8.9, nf_tables) with NMI's jumps in
-    /// place and `chains` after the built-in chains.
-    fn lab_listing(chains: &str) -> String {
-        format!(
-            "Bridge table: filter\n\nBridge chain: INPUT, entries: 1, policy: ACCEPT\n-j {CHAIN}\n\nBridge chain: FORWARD, entries: 1, policy: ACCEPT\n-j {CHAIN}\n\nBridge chain: OUTPUT, entries: 0, policy: ACCEPT\n\n{chains}"
-        )
-    }
-
-    /// A pod's port guarded.
-    const GUARDED: &str = "Bridge chain: PODID-NMI-ANTISPOOF, entries: 1, policy: RETURN\n-i veth58c62697 -j PODID-PORT-veth58c62697\n\nBridge chain: PODID-PORT-veth58c62697, entries: 4, policy: RETURN\n-s ! 1e:00:20:1c:da:52 -j DROP\n-p ARP --arp-mac-src ! 1e:00:20:1c:da:52 -j DROP\n-p ARP --arp-ip-src ! 10.244.0.2 -j DROP\n-p IPv4 --ip-src ! 10.244.0.2 -j DROP\n";
-
-    /// The same port as the first version guarded it: four rules per port in NMI's chain.
-    const FLAT: &str = "Bridge chain: PODID-NMI-ANTISPOOF, entries: 4, policy: RETURN\n-s ! 1e:00:20:1c:da:52 -i veth58c62697 -j DROP\n-p ARP -i veth58c62697 --arp-mac-src ! 1e:00:20:1c:da:52 -j DROP\n-p ARP -i veth58c62697 --arp-ip-src ! 10.244.0.2 -j DROP\n-p IPv4 -i veth58c62697 --ip-src ! 10.244.0.2 -j DROP\n";
-
     fn lab_port() -> Port {
         port("veth58c62697", "1e:00:20:1c:da:52", [10, 244, 0, 2])
     }
+
+    /// `nft -j list table bridge podid_nmi` (nft 1.0.6, Debian 12) after `nft -f` ran
+    /// [`LAB_SCRIPT`], in a scratch network namespace.
+    const LAB_LISTING: &str = include_str!("testdata/nft-lab-listing.json");
+
+    /// The table guarding the lab's port.
+    const LAB_SCRIPT: &str = "table bridge podid_nmi
+delete table bridge podid_nmi
+table bridge podid_nmi {
+	set ports {
+		type ifname
+		elements = { \"veth58c62697\" }
+	}
+	set macs {
+		type ifname . ether_addr
+		elements = { \"veth58c62697\" . 1e:00:20:1c:da:52 }
+	}
+	set addresses {
+		type ifname . ether_addr . ipv4_addr
+		elements = { \"veth58c62697\" . 1e:00:20:1c:da:52 . 10.244.0.2 }
+	}
+	chain input {
+		type filter hook input priority filter; policy accept;
+		iifname @ports jump check
+	}
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		iifname @ports jump check
+	}
+	chain check {
+		iifname . ether saddr != @macs counter drop
+		iifname . arp saddr ether . arp saddr ip != @addresses counter drop
+		iifname . ether saddr . ip saddr != @addresses counter drop
+	}
+}
+";
+
+    #[test]
+    fn the_script_writes_the_whole_table_in_one_transaction() {
+        assert_eq!(script(&[lab_port()]), LAB_SCRIPT);
+        // No ports: the sets are declared without elements (`elements = { }` is not nft).
+        let empty = script(&[]);
+        assert!(!empty.contains("elements"), "{empty}");
+        assert_eq!(empty.matches("\tset ").count(), 3);
+        assert_eq!(
+            removal_script(),
+            "table bridge podid_nmi\ndelete table bridge podid_nmi\n"
+        );
+    }
+
+    #[test]
+    fn the_listing_reads_back_as_the_script_spells_the_elements() {
+        let installed = read_listing(LAB_LISTING).unwrap();
+        assert_eq!(installed.elements, wanted_elements(&[lab_port()]));
+        // Three sets, three chains, a rule in each base chain and three in `check`.
+        assert_eq!(installed.definitions.len(), 3 + 3 + 5);
+        let text = serde_json::to_string(&installed.definitions).unwrap();
+        assert!(
+            !text.contains("handle") && !text.contains("packets"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("veth58c62697"),
+            "elements are read apart: {text}"
+        );
+    }
+
+    #[test]
+    fn listings_that_are_not_nfts_are_errors_never_panics() {
+        for bad in ["", "[]", "{}", "{\"nftables\": 3}", "not json"] {
+            assert!(read_listing(bad).is_err(), "{bad:?}");
+        }
+        // Unknown objects are passed over; odd elements are spelled, not trusted.
+        let odd = r#"{"nftables":[{"metainfo":{}},{"set":{"name":"ports","elem":[7,{"concat":[1,"x"]}]}},{"map":{}}]}"#;
+        let installed = read_listing(odd).unwrap();
+        assert_eq!(
+            installed.elements["ports"],
+            BTreeSet::from(["\"1\" . x".to_owned(), "\"7\"".to_owned()])
+        );
+    }
+
+    /// The lab's listing with `edit` applied to its JSON.
+    fn edited(edit: impl FnOnce(&mut Vec<Value>)) -> Installed {
+        let mut listing: Value = serde_json::from_str(LAB_LISTING).unwrap();
+        edit(listing["nftables"].as_array_mut().unwrap());
+        read_listing(&listing.to_string()).unwrap()
+    }
+
+    #[test]
+    fn the_table_is_in_place_only_as_nmi_wrote_it_with_exactly_the_ports() {
+        let ports = [lab_port()];
+        let installed = read_listing(LAB_LISTING).unwrap();
+        let written = installed.definitions.clone();
+        assert!(in_place(&ports, Some(&installed), Some(&written)));
+        // No table, or none written since NMI started: written (once, atomically).
+        assert!(!in_place(&ports, None, Some(&written)));
+        assert!(!in_place(&ports, Some(&installed), None));
+        // A port gone, a new one, a pod's address or MAC changed behind the same port.
+        assert!(!in_place(&[], Some(&installed), Some(&written)));
+        let other = port("veth0000", "0a:00:00:00:00:01", [10, 244, 0, 9]);
+        assert!(!in_place(
+            &[lab_port(), other],
+            Some(&installed),
+            Some(&written)
+        ));
+        let moved = port("veth58c62697", "1e:00:20:1c:da:52", [10, 244, 0, 3]);
+        assert!(!in_place(&[moved], Some(&installed), Some(&written)));
+        // Counters move as frames are dropped: still in place.
+        let counted = edited(|objects| {
+            for object in objects.iter_mut() {
+                if let Some(counter) = object.pointer_mut("/rule/expr/1/counter") {
+                    *counter = serde_json::json!({"packets": 3, "bytes": 180});
+                }
+            }
+        });
+        assert!(in_place(&ports, Some(&counted), Some(&written)));
+        // A rule taken out, or a drop turned into an accept: written again.
+        let without_rule = edited(|objects| {
+            let last = objects
+                .iter()
+                .rposition(|o| o.get("rule").is_some())
+                .unwrap();
+            objects.remove(last);
+        });
+        assert!(!in_place(&ports, Some(&without_rule), Some(&written)));
+        let accepting = edited(|objects| {
+            let rule = objects
+                .iter_mut()
+                .rfind(|o| o.get("rule").is_some())
+                .unwrap();
+            let expr = rule
+                .pointer_mut("/rule/expr")
+                .unwrap()
+                .as_array_mut()
+                .unwrap();
+            *expr.last_mut().unwrap() = serde_json::json!({"accept": null});
+        });
+        assert!(!in_place(&ports, Some(&accepting), Some(&written)));
+        // An element added behind NMI's back.
+        let extra = edited(|objects| {
+            let ports = objects
+                .iter_mut()
+                .find(|o| o.pointer("/set/name") == Some(&Value::from("ports")))
+                .unwrap();
+            ports
+                .pointer_mut("/set/elem")
+                .unwrap()
+                .as_array_mut()
+                .unwrap()
+                .push("veth1".into());
+        });
+        assert!(!in_place(&ports, Some(&extra), Some(&written)));
+    }
+
+    /// `ebtables -t filter -L` (ebtables 1.8.9, nf_tables) with an earlier NMI's jumps and
+    /// `chains` after the built-in chains.
+    fn legacy_listing(chains: &str) -> String {
+        format!(
+            "Bridge table: filter\n\nBridge chain: INPUT, entries: 1, policy: ACCEPT\n-j {LEGACY_CHAIN}\n\nBridge chain: FORWARD, entries: 1, policy: ACCEPT\n-j {LEGACY_CHAIN}\n\nBridge chain: OUTPUT, entries: 0, policy: ACCEPT\n\n{chains}"
+        )
+    }
+
+    /// A port as the second ebtables version guarded it: a chain per port.
+    const PER_PORT: &str = "Bridge chain: PODID-NMI-ANTISPOOF, entries: 1, policy: RETURN\n-i veth58c62697 -j PODID-PORT-veth58c62697\n\nBridge chain: PODID-PORT-veth58c62697, entries: 4, policy: RETURN\n-s ! 1e:00:20:1c:da:52 -j DROP\n-p ARP --arp-mac-src ! 1e:00:20:1c:da:52 -j DROP\n-p ARP --arp-ip-src ! 10.244.0.2 -j DROP\n-p IPv4 --ip-src ! 10.244.0.2 -j DROP\n";
+
+    /// And as the first: four rules per port in NMI's chain.
+    const FLAT: &str = "Bridge chain: PODID-NMI-ANTISPOOF, entries: 4, policy: RETURN\n-s ! 1e:00:20:1c:da:52 -i veth58c62697 -j DROP\n-p ARP -i veth58c62697 --arp-mac-src ! 1e:00:20:1c:da:52 -j DROP\n-p ARP -i veth58c62697 --arp-ip-src ! 10.244.0.2 -j DROP\n-p IPv4 -i veth58c62697 --ip-src ! 10.244.0.2 -j DROP\n";
 
     fn lines(commands: &[Vec<String>]) -> Vec<String> {
         commands.iter().map(|c| c.join(" ")).collect()
     }
 
-    const PORT_RULES: [&str; 4] = [
-        "-A PODID-PORT-veth58c62697 -s ! 1e:00:20:1c:da:52 -j DROP",
-        "-A PODID-PORT-veth58c62697 -p ARP --arp-mac-src ! 1e:00:20:1c:da:52 -j DROP",
-        "-A PODID-PORT-veth58c62697 -p ARP --arp-ip-src ! 10.244.0.2 -j DROP",
-        "-A PODID-PORT-veth58c62697 -p IPv4 --ip-src ! 10.244.0.2 -j DROP",
-    ];
-
     #[test]
-    fn a_fresh_table_gets_the_chains_the_jumps_and_the_ports_rules() {
-        let empty = "Bridge table: filter\n\nBridge chain: INPUT, entries: 0, policy: ACCEPT\n\nBridge chain: FORWARD, entries: 0, policy: ACCEPT\n\nBridge chain: OUTPUT, entries: 0, policy: ACCEPT\n";
-        let mut expected = vec![
-            "-N PODID-NMI-ANTISPOOF -P RETURN",
-            "-I INPUT 1 -j PODID-NMI-ANTISPOOF",
-            "-I FORWARD 1 -j PODID-NMI-ANTISPOOF",
-            "-N PODID-PORT-veth58c62697 -P RETURN",
+    fn earlier_versions_chains_lose_their_jumps_then_go() {
+        let jumps = [
+            "-D INPUT -j PODID-NMI-ANTISPOOF",
+            "-D FORWARD -j PODID-NMI-ANTISPOOF",
         ];
-        expected.extend(PORT_RULES);
-        expected.push("-A PODID-NMI-ANTISPOOF -i veth58c62697 -j PODID-PORT-veth58c62697");
-        assert_eq!(lines(&plan(&[lab_port()], empty)), expected);
-    }
-
-    #[test]
-    fn rules_in_place_are_left_alone() {
-        assert!(plan(&[lab_port()], &lab_listing(GUARDED)).is_empty());
-    }
-
-    #[test]
-    fn a_gone_port_loses_its_jump_then_its_chain_and_a_changed_one_is_never_open() {
+        let main = ["-F PODID-NMI-ANTISPOOF", "-X PODID-NMI-ANTISPOOF"];
+        let port = ["-F PODID-PORT-veth58c62697", "-X PODID-PORT-veth58c62697"];
         assert_eq!(
-            lines(&plan(&[], &lab_listing(GUARDED))),
-            [
-                "-D PODID-NMI-ANTISPOOF -i veth58c62697 -j PODID-PORT-veth58c62697",
-                "-F PODID-PORT-veth58c62697",
-                "-X PODID-PORT-veth58c62697",
-            ]
+            lines(&legacy_removal(&legacy_listing(PER_PORT))),
+            [&jumps[..], &main, &port].concat()
         );
-        // One rule deleted by hand and a foreign rule added: the rule is appended, then the
-        // foreign one goes.
-        let tampered = GUARDED.replace("-p ARP --arp-ip-src ! 10.244.0.2 -j DROP\n", "-j ACCEPT\n");
         assert_eq!(
-            lines(&plan(&[lab_port()], &lab_listing(&tampered))),
-            [PORT_RULES[2], "-D PODID-PORT-veth58c62697 -j ACCEPT"]
+            lines(&legacy_removal(&legacy_listing(FLAT))),
+            [&jumps[..], &main].concat()
         );
-        // The port now has another pod's address: the new rules go in before the old go out.
-        let moved = port("veth58c62697", "1e:00:20:1c:da:52", [10, 244, 0, 3]);
-        assert_eq!(
-            lines(&plan(&[moved], &lab_listing(GUARDED))),
-            [
-                "-A PODID-PORT-veth58c62697 -p ARP --arp-ip-src ! 10.244.0.3 -j DROP",
-                "-A PODID-PORT-veth58c62697 -p IPv4 --ip-src ! 10.244.0.3 -j DROP",
-                "-D PODID-PORT-veth58c62697 -p ARP --arp-ip-src ! 10.244.0.2 -j DROP",
-                "-D PODID-PORT-veth58c62697 -p IPv4 --ip-src ! 10.244.0.2 -j DROP",
-            ]
-        );
+        // Other chains (a CNI's, an operator's) are left alone.
+        let others = "Bridge table: filter\n\nBridge chain: INPUT, entries: 1, policy: ACCEPT\n-j CNI-X\n\nBridge chain: CNI-X, entries: 0, policy: RETURN\n";
+        assert!(legacy_removal(others).is_empty());
     }
 
-    #[test]
-    fn the_first_versions_flat_rules_are_replaced_once_the_port_chain_is_in_place() {
-        let mut expected = vec!["-N PODID-PORT-veth58c62697 -P RETURN"];
-        expected.extend(PORT_RULES);
-        expected.push("-A PODID-NMI-ANTISPOOF -i veth58c62697 -j PODID-PORT-veth58c62697");
-        let old: Vec<String> = FLAT
-            .lines()
-            .skip(1)
-            .map(|l| format!("-D PODID-NMI-ANTISPOOF {l}"))
-            .collect();
-        expected.extend(old.iter().map(String::as_str));
-        assert_eq!(lines(&plan(&[lab_port()], &lab_listing(FLAT))), expected);
-    }
-
-    #[test]
-    fn a_missing_jump_is_put_back_first_in_its_hook() {
-        let listing = lab_listing(GUARDED).replacen(&format!("-j {CHAIN}\n"), "", 1);
-        assert_eq!(
-            lines(&plan(&[lab_port()], &listing)),
-            ["-I INPUT 1 -j PODID-NMI-ANTISPOOF"]
-        );
-    }
-
-    #[test]
-    fn removal_takes_the_jumps_then_the_chains() {
-        assert_eq!(
-            lines(&removal(&lab_listing(GUARDED))),
-            [
-                "-D INPUT -j PODID-NMI-ANTISPOOF",
-                "-D FORWARD -j PODID-NMI-ANTISPOOF",
-                "-F PODID-NMI-ANTISPOOF",
-                "-X PODID-NMI-ANTISPOOF",
-                "-F PODID-PORT-veth58c62697",
-                "-X PODID-PORT-veth58c62697",
-            ]
-        );
-        assert!(
-            removal("Bridge table: filter\n\nBridge chain: INPUT, entries: 0, policy: ACCEPT\n")
-                .is_empty()
-        );
-    }
-
-    /// Records commands; `ebtables -t filter -L` answers `listing`.
-    struct Recording {
-        listing: String,
+    /// Answers `nft` and `ebtables` as a node would: the table as written, or none.
+    struct Node {
+        legacy: Mutex<String>,
+        table: Mutex<Option<String>>,
         commands: Mutex<Vec<String>>,
     }
 
-    impl Runner for Recording {
-        fn run(&self, program: &str, args: &[String]) -> std::io::Result<Output> {
+    impl Node {
+        fn new(legacy: String) -> Arc<Self> {
+            Arc::new(Self {
+                legacy: Mutex::new(legacy),
+                table: Mutex::default(),
+                commands: Mutex::default(),
+            })
+        }
+
+        fn commands(&self) -> Vec<String> {
+            std::mem::take(&mut *self.commands.lock().unwrap())
+        }
+    }
+
+    impl Runner for Node {
+        fn run_with_input(
+            &self,
+            program: &str,
+            args: &[String],
+            input: &str,
+        ) -> std::io::Result<Output> {
             let line = format!("{program} {}", args.join(" "));
             self.commands.lock().unwrap().push(line.clone());
-            let stdout = if line == "ebtables -t filter -L" {
-                self.listing.clone()
-            } else {
-                String::new()
-            };
-            Ok(Output {
+            let ok = |stdout: String| Output {
                 code: Some(0),
                 stdout,
                 stderr: String::new(),
+            };
+            Ok(match line.as_str() {
+                "nft -j list table bridge podid_nmi" => match &*self.table.lock().unwrap() {
+                    Some(listing) => ok(listing.clone()),
+                    None => Output {
+                        code: Some(1),
+                        stdout: String::new(),
+                        stderr: "Error: No such file or directory\n".into(),
+                    },
+                },
+                "nft -f -" => {
+                    // Only the lab's port is guarded in these tests: its listing is the real one.
+                    *self.table.lock().unwrap() =
+                        (input == LAB_SCRIPT).then(|| LAB_LISTING.to_owned());
+                    assert!(input == LAB_SCRIPT || input == removal_script(), "{input}");
+                    ok(String::new())
+                }
+                "ebtables -t filter -L" => ok(self.legacy.lock().unwrap().clone()),
+                _ if program == "ebtables" => {
+                    // Taken away: the listing has none of NMI's chains left.
+                    *self.legacy.lock().unwrap() =
+                        legacy_listing("").replace("-j PODID-NMI-ANTISPOOF\n", "");
+                    ok(String::new())
+                }
+                _ => panic!("unexpected {line}"),
             })
         }
     }
@@ -825,15 +1094,12 @@ mod tests {
         std::fs::write(dir.path().join("podid-lab-bad-eth0"), "{\"result\": ").unwrap();
         std::fs::create_dir_all(sys.path().join("veth58c62697/brport")).unwrap();
         std::fs::create_dir_all(sys.path().join("cni0/bridge")).unwrap();
-        let runner = Arc::new(Recording {
-            listing: lab_listing("Bridge chain: PODID-NMI-ANTISPOOF, entries: 0, policy: RETURN\n"),
-            commands: Mutex::default(),
-        });
+        let node = Node::new(legacy_listing(PER_PORT));
         let guard = PortGuard {
-            runner: runner.clone(),
+            runner: node.clone(),
             results_dir: dir.path().to_owned(),
             sys_class_net: sys.path().to_owned(),
-            removed: Mutex::new(false),
+            state: Mutex::default(),
         };
         let scan = guard.scan().unwrap();
         assert_eq!(scan.sandboxes, [lab_sandbox()]);
@@ -841,24 +1107,29 @@ mod tests {
         assert!(scan.skipped[0].0.ends_with("podid-lab-bad-eth0"));
         assert_eq!(scan.fingerprint.len(), 3);
         assert_eq!(guard.fingerprint().unwrap(), scan.fingerprint);
-        // The port's chain, its four rules and the jump to it.
-        assert_eq!(guard.reconcile(&scan).unwrap(), 6);
-        let commands = runner.commands.lock().unwrap().clone();
-        assert_eq!(commands[0], "ebtables -t filter -L");
-        assert_eq!(commands.len(), 7);
+        // No table: written, read back; then the earlier version's chains go.
+        assert_eq!(guard.reconcile(&scan).unwrap(), Some(1));
+        let list = "nft -j list table bridge podid_nmi";
+        let legacy: Vec<String> = legacy_removal(&legacy_listing(PER_PORT))
+            .iter()
+            .map(|c| format!("ebtables -t filter {}", c.join(" ")))
+            .collect();
+        let first = [list, "nft -f -", list, "ebtables -t filter -L"].map(str::to_owned);
+        assert_eq!(node.commands(), [&first[..], &legacy].concat());
+        // In place: one look, nothing written, ebtables not asked again.
+        assert_eq!(guard.reconcile(&scan).unwrap(), None);
+        assert_eq!(node.commands(), [list]);
+        // Taken away behind NMI's back (a flushed ruleset): written again.
+        *node.table.lock().unwrap() = None;
+        assert_eq!(guard.reconcile(&scan).unwrap(), Some(1));
+        assert_eq!(node.commands(), [list, "nft -f -", list]);
         guard.remove().unwrap();
-        assert!(
-            runner
-                .commands
-                .lock()
-                .unwrap()
-                .ends_with(&["ebtables -t filter -X PODID-NMI-ANTISPOOF".to_owned()])
-        );
+        assert_eq!(node.commands(), ["ebtables -t filter -L", "nft -f -"]);
+        assert!(node.table.lock().unwrap().is_none());
         // Once removed (NMI stopping), nothing is installed again.
-        let before = runner.commands.lock().unwrap().len();
-        assert_eq!(guard.reconcile(&scan).unwrap(), 0);
-        assert_eq!(runner.commands.lock().unwrap().len(), before);
-        let missing = PortGuard::new(runner, dir.path().join("absent"));
+        assert_eq!(guard.reconcile(&scan).unwrap(), None);
+        assert!(node.commands().is_empty());
+        let missing = PortGuard::new(node, dir.path().join("absent"));
         assert!(missing.usable().is_err());
     }
 }
