@@ -254,8 +254,9 @@ pub type Elements = BTreeMap<String, BTreeSet<String>>;
 /// and the new one takes its place in the same commit, so no frame meets a half-built table or
 /// none at all.
 pub fn script(ports: &[Port]) -> String {
+    let wanted = wanted_elements(ports);
     let elements = |set: &str| -> String {
-        let items = &wanted_elements(ports)[set];
+        let items = &wanted[set];
         if items.is_empty() {
             String::new()
         } else {
@@ -623,9 +624,11 @@ impl PortGuard {
     /// Earlier versions' ebtables chains, taken away. Nothing to do without ebtables.
     fn remove_legacy_chains(&self) -> Result<(), PortGuardError> {
         let list = ["-t", "filter", "-L"];
-        let listing = match self.runner.run("ebtables", &owned(&list)) {
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            other => checked("ebtables", &list, other.map_err(PortGuardError::Spawn)?)?,
+        let listing = match self.run("ebtables", &list, "") {
+            Err(PortGuardError::Spawn(error)) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(());
+            }
+            output => checked("ebtables", &list, output?)?,
         };
         for command in legacy_removal(&listing) {
             let args: Vec<&str> = ["-t", "filter"]
@@ -1024,13 +1027,14 @@ table bridge podid_nmi {
 
     /// Answers `nft` and `ebtables` as a node would: the table as written, or none.
     struct Node {
-        legacy: Mutex<String>,
+        /// `ebtables -t filter -L`; `None`: no ebtables program.
+        legacy: Mutex<Option<String>>,
         table: Mutex<Option<String>>,
         commands: Mutex<Vec<String>>,
     }
 
     impl Node {
-        fn new(legacy: String) -> Arc<Self> {
+        fn new(legacy: Option<String>) -> Arc<Self> {
             Arc::new(Self {
                 legacy: Mutex::new(legacy),
                 table: Mutex::default(),
@@ -1067,17 +1071,22 @@ table bridge podid_nmi {
                     },
                 },
                 "nft -f -" => {
-                    // Only the lab's port is guarded in these tests: its listing is the real one.
+                    // Any table written lists as the lab's (the real listing of the lab's port).
+                    assert!(input.starts_with(&removal_script()), "{input}");
                     *self.table.lock().unwrap() =
-                        (input == LAB_SCRIPT).then(|| LAB_LISTING.to_owned());
-                    assert!(input == LAB_SCRIPT || input == removal_script(), "{input}");
+                        (input != removal_script()).then(|| LAB_LISTING.to_owned());
                     ok(String::new())
                 }
-                "ebtables -t filter -L" => ok(self.legacy.lock().unwrap().clone()),
+                _ if program == "ebtables" && self.legacy.lock().unwrap().is_none() => {
+                    return Err(std::io::ErrorKind::NotFound.into());
+                }
+                "ebtables -t filter -L" => {
+                    ok(self.legacy.lock().unwrap().clone().unwrap_or_default())
+                }
                 _ if program == "ebtables" => {
                     // Taken away: the listing has none of NMI's chains left.
                     *self.legacy.lock().unwrap() =
-                        legacy_listing("").replace("-j PODID-NMI-ANTISPOOF\n", "");
+                        Some(legacy_listing("").replace("-j PODID-NMI-ANTISPOOF\n", ""));
                     ok(String::new())
                 }
                 _ => panic!("unexpected {line}"),
@@ -1094,7 +1103,7 @@ table bridge podid_nmi {
         std::fs::write(dir.path().join("podid-lab-bad-eth0"), "{\"result\": ").unwrap();
         std::fs::create_dir_all(sys.path().join("veth58c62697/brport")).unwrap();
         std::fs::create_dir_all(sys.path().join("cni0/bridge")).unwrap();
-        let node = Node::new(legacy_listing(PER_PORT));
+        let node = Node::new(Some(legacy_listing(PER_PORT)));
         let guard = PortGuard {
             runner: node.clone(),
             results_dir: dir.path().to_owned(),
@@ -1131,5 +1140,20 @@ table bridge podid_nmi {
         assert!(node.commands().is_empty());
         let missing = PortGuard::new(node, dir.path().join("absent"));
         assert!(missing.usable().is_err());
+    }
+
+    #[test]
+    fn without_ebtables_there_are_no_earlier_chains_to_take_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::new(None);
+        let guard = PortGuard::new(node.clone(), dir.path().to_owned());
+        assert_eq!(guard.reconcile(&Scan::default()).unwrap(), Some(0));
+        let list = "nft -j list table bridge podid_nmi";
+        assert_eq!(
+            node.commands(),
+            [list, "nft -f -", list, "ebtables -t filter -L"]
+        );
+        guard.remove().unwrap();
+        assert_eq!(node.commands(), ["ebtables -t filter -L", "nft -f -"]);
     }
 }
