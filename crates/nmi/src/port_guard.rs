@@ -269,7 +269,7 @@ pub fn script(ports: &[Port]) -> String {
             "\tchain {hook} {{\n\t\ttype filter hook {hook} priority filter; policy accept;\n\t\tiifname @{PORTS_SET} jump {CHECK_CHAIN}\n\t}}\n"
         )
     };
-    let mut text = format!("table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}\n");
+    let mut text = removal_script();
     text += &format!("table {FAMILY} {TABLE} {{\n");
     for (set, kind) in [
         (PORTS_SET, "ifname"),
@@ -577,7 +577,7 @@ impl PortGuard {
         } else {
             // Forgotten first: a failure below leaves the table to be written again.
             state.written = None;
-            self.nft(&["-f", "-"], &script(&ports))?;
+            self.run_checked("nft", &["-f", "-"], &script(&ports))?;
             let read_back = self.installed()?.ok_or_else(|| PortGuardError::Failed {
                 command: format!("nft list table {FAMILY} {TABLE}"),
                 code: None,
@@ -598,7 +598,8 @@ impl PortGuard {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.removed = true;
         self.remove_legacy_chains_or_warn();
-        self.nft(&["-f", "-"], &removal_script()).map(drop)
+        self.run_checked("nft", &["-f", "-"], &removal_script())
+            .map(drop)
     }
 
     /// A failure here leaves the guard itself working: it is logged, not retried.
@@ -635,15 +636,19 @@ impl PortGuard {
                 .into_iter()
                 .chain(command.iter().map(String::as_str))
                 .collect();
-            let output = self.run("ebtables", &args, "")?;
-            checked("ebtables", &args, output)?;
+            self.run_checked("ebtables", &args, "")?;
         }
         Ok(())
     }
 
-    fn nft(&self, args: &[&str], input: &str) -> Result<String, PortGuardError> {
-        let output = self.run("nft", args, input)?;
-        checked("nft", args, output)
+    /// `program`'s output, or the error naming it when it did not exit 0.
+    fn run_checked(
+        &self,
+        program: &str,
+        args: &[&str],
+        input: &str,
+    ) -> Result<String, PortGuardError> {
+        checked(program, args, self.run(program, args, input)?)
     }
 
     fn run(&self, program: &str, args: &[&str], input: &str) -> Result<Output, PortGuardError> {
