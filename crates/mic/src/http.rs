@@ -47,8 +47,12 @@ async fn metrics_text(State(metrics): State<Metrics>) -> impl IntoResponse {
     )
 }
 
-/// Serves `router` on `address` until the process ends.
-pub async fn serve(address: SocketAddr, router: Router) -> std::io::Result<()> {
+/// Serves `router` on `address` until the process ends. The bound address is logged, so a
+/// port of 0 (tests, a local sandbox) can be found.
+pub async fn serve(name: &'static str, address: SocketAddr, router: Router) -> std::io::Result<()> {
     let listener = TcpListener::bind(address).await?;
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(listener = name, %address, "listening");
+    }
     axum::serve(listener, router).await
 }

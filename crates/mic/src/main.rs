@@ -75,8 +75,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let any = Ipv4Addr::UNSPECIFIED;
     let probe = SocketAddr::from((any, args.http_probe_port));
     let prometheus = SocketAddr::from((any, args.prometheus_port));
-    let health = tokio::spawn(serve(probe, health_router(controller.active())));
-    let exporter = tokio::spawn(serve(prometheus, metrics_router(metrics.clone())));
+    let health = tokio::spawn(serve("probe", probe, health_router(controller.active())));
+    let exporter = tokio::spawn(serve(
+        "metrics",
+        prometheus,
+        metrics_router(metrics.clone()),
+    ));
 
     let identity = if args.leader_election_instance.is_empty() {
         podid_leader::hostname()?

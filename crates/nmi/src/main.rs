@@ -12,8 +12,10 @@ async fn main() -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // stderr, as MIC and upstream's klog.
+        .with_writer(std::io::stderr)
         // Colours only on a terminal: a container's log is a file.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match flags.log_format()? {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),

@@ -45,7 +45,7 @@ pub use kubelet::{
 pub use loopback::ensure_loopback;
 pub use names::unique_name;
 pub use plane::KUBECONFIG_ENV;
-pub use process::without_proxies;
+pub use process::{free_loopback_port, logged_listener, without_proxies};
 pub use rbac::{
     CapturedLog, Outcome, Permission, ShippedRbac, assert_every_permission_needed, capture_log,
 };

@@ -161,8 +161,14 @@ impl UpstreamMic {
         command
             .arg(format!("--kubeconfig={}", options.kubeconfig.display()))
             .arg(format!("--cloudconfig={}", cloud_config.display()))
-            .arg(format!("--http-probe-port={}", free_port()?))
-            .arg(format!("--prometheus-port={}", free_port()?))
+            .arg(format!(
+                "--http-probe-port={}",
+                crate::free_loopback_port()?
+            ))
+            .arg(format!(
+                "--prometheus-port={}",
+                crate::free_loopback_port()?
+            ))
             .arg(format!("--leader-election-instance={}", options.instance))
             .arg(format!(
                 "--leader-election-namespace={}",
@@ -204,13 +210,6 @@ impl Drop for UpstreamMic {
         let _ = self.child.start_kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A port free on loopback now (upstream listens on `:port`, every address of the namespace).
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 #[cfg(test)]

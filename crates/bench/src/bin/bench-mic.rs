@@ -378,12 +378,6 @@ async fn spawn_watch(kube: kube::Client, tracker: Arc<Mutex<Tracker>>) -> anyhow
         .context("the watch ended before its first list")
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 async fn start_mic(
     args: &Args,
     emulator: &podid_emulator::RunningEmulator,
@@ -447,8 +441,8 @@ async fn start_mic(
                 })
                 .to_string(),
             )?;
-            let probe = free_port()?;
-            let log = std::fs::File::create(dir.join("mic.log"))?;
+            let log_path = dir.join("mic.log");
+            let log = std::fs::File::create(&log_path)?;
             let mut command = Command::new(&args.podid_mic);
             command
                 .arg(format!("--kubeconfig={}", kubeconfig.display()))
@@ -456,8 +450,12 @@ async fn start_mic(
                 .arg(format!("--azure-ca-file={}", ca_file.display()))
                 // Never the real IMDS: only loopback endpoints.
                 .arg("--imds-endpoint=http://127.0.0.1:9/")
-                .arg(format!("--http-probe-port={probe}"))
-                .arg(format!("--prometheus-port={}", free_port()?))
+                // Port 0: the bound probe port is read from the log.
+                .args([
+                    "--http-probe-port=0",
+                    "--prometheus-port=0",
+                    "--log-format=json",
+                ])
                 .arg("--leader-election-instance=bench")
                 .args(
                     std::env::var("BENCH_MIC_EXTRA")
@@ -479,13 +477,17 @@ async fn start_mic(
             let http = reqwest::Client::builder().no_proxy().build()?;
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                let body = match http
-                    .get(format!("http://127.0.0.1:{probe}/healthz"))
-                    .send()
-                    .await
-                {
-                    Ok(reply) => reply.text().await.unwrap_or_default(),
-                    Err(_) => String::new(),
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let body = match podid_testkit::logged_listener(&log, "probe") {
+                    Some(probe) => match http
+                        .get(format!("http://127.0.0.1:{}/healthz", probe.port()))
+                        .send()
+                        .await
+                    {
+                        Ok(reply) => reply.text().await.unwrap_or_default(),
+                        Err(_) => String::new(),
+                    },
+                    None => String::new(),
                 };
                 if body == "Active" {
                     break;
@@ -493,7 +495,7 @@ async fn start_mic(
                 ensure!(
                     Instant::now() < deadline,
                     "podid's MIC did not lead within 60 s (log {})",
-                    dir.join("mic.log").display()
+                    log_path.display()
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

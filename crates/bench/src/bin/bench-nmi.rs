@@ -260,11 +260,7 @@ impl Nmi {
         imds: &str,
         dir: &std::path::Path,
     ) -> anyhow::Result<Option<Self>> {
-        let port = || -> anyhow::Result<u16> {
-            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port())
-        };
+        let port = podid_testkit::free_loopback_port;
         let (nmi_port, probe, metrics, host) = (port()?, port()?, port()?, port()?);
         // No kubenet (upstream's guard reads the kubelet's defaults).
         let kubelet = dir.join("kubelet-defaults");

@@ -42,7 +42,6 @@ pub struct MicOptions {
 pub struct MicProcess {
     child: Child,
     dir: tempfile::TempDir,
-    probe_port: u16,
     http: reqwest::Client,
 }
 
@@ -89,13 +88,16 @@ impl Harness {
         std::fs::write(&cloud_config, options.azure_json.to_string()).expect("azure.json");
         let kubeconfig = service_account_kubeconfig(dir.path()).await;
         let log = std::fs::File::create(dir.path().join("mic.log")).expect("the log file");
-        let probe_port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_mic"));
         command
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg(format!("--cloudconfig={}", cloud_config.display()))
-            .arg(format!("--http-probe-port={probe_port}"))
-            .arg(format!("--prometheus-port={}", free_port()))
+            // Port 0: the bound ports are read from the log (`health`).
+            .args([
+                "--http-probe-port=0",
+                "--prometheus-port=0",
+                "--log-format=json",
+            ])
             .arg(format!("--leader-election-instance={}", options.instance))
             .arg(format!(
                 "--leader-election-namespace={}",
@@ -122,7 +124,6 @@ impl Harness {
         MicProcess {
             child,
             dir,
-            probe_port,
             http: reqwest::Client::builder()
                 .no_proxy()
                 .build()
@@ -147,9 +148,11 @@ impl MicProcess {
 
     /// `/healthz`'s body, or why there is none.
     pub async fn health(&self) -> Result<String, String> {
+        let probe = podid_testkit::logged_listener(&self.log(), "probe")
+            .ok_or("the probe is not listening yet")?;
         let reply = self
             .http
-            .get(format!("http://127.0.0.1:{}/healthz", self.probe_port))
+            .get(format!("http://127.0.0.1:{}/healthz", probe.port()))
             .send()
             .await
             .map_err(|e| e.to_string())?;
@@ -245,12 +248,4 @@ async fn service_account_kubeconfig(dir: &Path) -> PathBuf {
     std::fs::write(&path, serde_json::to_string(&config).expect("a kubeconfig"))
         .expect("the kubeconfig");
     path
-}
-
-/// A loopback port free now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
 }
