@@ -243,9 +243,14 @@ impl Machines {
         let state = self.machines.entry(outcome.machine.clone()).or_default();
         state.busy = false;
         state.reread = outcome.identity.is_none();
-        state.updating_since = outcome
-            .updating
-            .then(|| state.updating_since.unwrap_or(now));
+        state.updating_since = match (outcome.updating, &outcome.failure) {
+            (true, _) => Some(state.updating_since.unwrap_or(now)),
+            // A failed call does not say the update ended: the hold keeps its start, so a
+            // PATCH after the hold that fails (409 while still updating) is retried with
+            // backoff, not held back another 15 minutes.
+            (false, Some(_)) => state.updating_since,
+            (false, None) => None,
+        };
         if let Some(identity) = &outcome.identity {
             state.observed = Some(Observed {
                 identity: identity.clone(),
@@ -503,6 +508,20 @@ mod tests {
         }
         // Still running after the hold: the next worker PATCHes anyway, as upstream did.
         assert!(!wait_for_update(&machines, now + timing().update_recheck));
+        // That PATCH failing (409: the update still runs) does not start a new hold: the
+        // next try, after the backoff, PATCHes again.
+        let conflict = Failure {
+            message: "Conflict".into(),
+            retry_after: None,
+            subscription_throttled: false,
+        };
+        machines.finish(&outcome(None, Some(conflict)), now, &timing());
+        let retry = now + timing().retry.base;
+        assert_eq!(
+            machines.step(&plan(&["a"], &[]), now, &timing()),
+            Step::Wait(retry)
+        );
+        assert!(!wait_for_update(&machines, retry));
         // A read that shows the update ended starts the clock afresh.
         machines.finish(&outcome(Some(identity(&[])), None), now, &timing());
         machines.finish(&updating, now, &timing());
