@@ -94,9 +94,9 @@ struct Tally {
 ///   status) and those in releasing annotations. Identities MIC never confirmed, e.g. added by
 ///   a user, are not owned and never removed;
 /// - removed: owned, not needed, no client ID seen for it immutable, and not needed for at
-///   least the grace period. `since_last_needed(machine, id)` is how long ago the controller
-///   last saw `id` in that machine's `needed`, or `None` when it never did (after a restart):
-///   the grace then starts now, and the controller should remember it as needed now.
+///   least the grace period. `unneeded_for(machine, id)` is how long `id` has not been needed
+///   on that machine, or `None` when it was needed at the last cycle or never seen (after a
+///   restart): the grace then starts now.
 ///
 /// Resource IDs compare ignoring case, as ARM does. Assignments on nodes without a machine
 /// have no plan.
@@ -105,7 +105,7 @@ pub fn plan_machines(
     current: &[impl Borrow<AssignedView>],
     nodes: &NodeIndex,
     policy: &MachinePolicy,
-    since_last_needed: impl Fn(&MachineId, &ResourceId) -> Option<Duration>,
+    unneeded_for: impl Fn(&MachineId, &ResourceId) -> Option<Duration>,
 ) -> Vec<MachinePlan> {
     let mut machines: BTreeMap<ResourceId, (MachineId, Tally)> = BTreeMap::new();
     let mut client_ids: BTreeMap<&ResourceId, Vec<&str>> = BTreeMap::new();
@@ -155,7 +155,7 @@ pub fn plan_machines(
             let mut remove = BTreeSet::new();
             let mut deferred = BTreeMap::new();
             for id in owned.difference(&needed).filter(|id| !immutable(id)) {
-                let elapsed = since_last_needed(&machine, id).unwrap_or_default();
+                let elapsed = unneeded_for(&machine, id).unwrap_or_default();
                 match policy.removal_grace.checked_sub(elapsed) {
                     Some(left) if !left.is_zero() => {
                         deferred.insert(id.clone(), left);

@@ -41,11 +41,14 @@ pub enum Waiting {
 }
 
 /// Settles `current` (the objects after the plan's Kubernetes writes) against `observed`, the
-/// user-assigned identities each machine has now, and the machine `plans`:
+/// user-assigned identities each machine has now, `leaving`, those of them a running PATCH is
+/// taking off, and the machine `plans`:
 ///
 /// - `Created` (and legacy or unrecognised statuses, when desired): `Assigned` when the identity
-///   is on the machine or needs none (service principals), else it waits, as upstream left it
-///   `Created`;
+///   is on the machine and staying there, or needs none (service principals), else it waits, as
+///   upstream left it `Created`. An identity needed again while its removal runs (a pod back
+///   after the grace period) waits for that removal and the PATCH that adds it again: `Assigned`
+///   earlier, its pod would ask IMDS for an identity on its way off;
 /// - `Unassigned`: deleted once none of the identities it holds is still being released, i.e.
 ///   each is off the machine or not MIC's to remove (needed by another assignment, immutable).
 ///   An object whose node is gone has no machine to release from and is deleted, as upstream
@@ -56,6 +59,7 @@ pub fn settle(
     nodes: &NodeIndex,
     plans: &[MachinePlan],
     observed: &HashMap<MachineId, BTreeSet<ResourceId>>,
+    leaving: &HashMap<MachineId, BTreeSet<ResourceId>>,
 ) -> Vec<Settlement> {
     let plans: HashMap<&MachineId, &MachinePlan> =
         plans.iter().map(|plan| (&plan.machine, plan)).collect();
@@ -118,7 +122,14 @@ pub fn settle(
         settlements.push(match (&view.target, node_machine) {
             (Some(IdentityTarget::NoMachine), _) => Settlement::Assign(object()),
             (Some(IdentityTarget::Machine(id)), Some(machine)) => match observed.get(machine) {
-                Some(present) if present.contains(id.as_ref()) => Settlement::Assign(object()),
+                Some(present)
+                    if present.contains(id.as_ref())
+                        && !leaving
+                            .get(machine)
+                            .is_some_and(|leaving| leaving.contains(id.as_ref())) =>
+                {
+                    Settlement::Assign(object())
+                }
                 Some(_) => wait(Waiting::NotOnMachine),
                 None => wait(Waiting::MachineUnknown),
             },

@@ -38,6 +38,45 @@ async fn a_replaced_pod_within_the_grace_period_costs_no_arm_call() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grace_period_counts_from_when_the_identity_stopped_being_needed() {
+    // The grace is counted from the pod's deletion, not from the last cycle before it: with
+    // nothing changing, no cycle runs, and a grace counted from the last one had already run
+    // out when the pod went (the identity was taken off at once).
+    const GRACE: Duration = Duration::from_secs(5);
+    let mut h = Harness::new("mic-grace-quiet").await;
+    let node = h.vmss_node(POOL, 0).await;
+    h.identity("a", NODE_RG, "id-a").await;
+    h.binding("a", "a", "a").await;
+    let mut settings = test_settings();
+    settings.removal_grace = GRACE;
+    h.start_mic(settings).await;
+    h.pod("app", "a", &node).await;
+    let name = h.aai_name("app", "a");
+    h.wait_status(&name, "Assigned").await;
+    // Quiet for longer than the grace period: no input changes, no periodic refresh.
+    tokio::time::sleep(GRACE + Duration::from_secs(1)).await;
+
+    h.delete_pod("app").await;
+    let gone = tokio::time::Instant::now();
+    // Held through the grace period (less a second: MIC may see the deletion a moment before
+    // the delete call returns here).
+    while gone.elapsed() < GRACE - Duration::from_secs(1) {
+        let held = h.identities_on(POOL).await.contains("id-a");
+        let after = gone.elapsed();
+        assert!(
+            held || after >= GRACE - Duration::from_secs(1),
+            "id-a was taken off {after:?} after its pod went, within the {GRACE:?} grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Taken off once the grace period has run.
+    h.wait_identities(POOL, &["kubelet"]).await;
+    let took = gone.elapsed();
+    assert!(took >= GRACE - Duration::from_secs(1), "{took:?}");
+    h.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_identity_removed_out_of_band_is_added_again_and_immutable_ones_stay() {
     let mut h = Harness::new("mic-drift").await;
     let node = h.vmss_node(POOL, 0).await;

@@ -68,6 +68,9 @@ struct MachineState {
     last_error: Option<String>,
     /// Since when reads have shown an update of the machine running.
     updating_since: Option<Instant>,
+    /// What the running worker takes off the machine: still in `observed`, but not to be
+    /// counted on.
+    leaving: BTreeSet<ResourceId>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -132,38 +135,40 @@ pub struct Machines {
     /// Subscription ID (lowercase) → writes paused until.
     subscriptions: HashMap<String, Instant>,
     quarantine: BTreeMap<ResourceId, Quarantine>,
-    last_needed: HashMap<(MachineId, ResourceId), Instant>,
+    /// When each identity MIC still owns on a machine stopped being needed there: the grace
+    /// period's clock.
+    unneeded_since: HashMap<(MachineId, ResourceId), Instant>,
 }
 
 impl Machines {
-    /// How long ago `id` was last needed on `machine`, if the controller saw it.
-    pub fn since_last_needed(
+    /// How long `id` has not been needed on `machine`; `None` when it was needed at the last
+    /// cycle (or never seen), so that its grace starts now.
+    pub fn unneeded_for(
         &self,
         machine: &MachineId,
         id: &ResourceId,
         now: Instant,
     ) -> Option<Duration> {
-        self.last_needed
+        self.unneeded_since
             .get(&(machine.clone(), id.clone()))
             .map(|at| now.saturating_duration_since(*at))
     }
 
-    /// Records the cycle's plans on the grace clock: needed identities are needed now; an
-    /// identity deferred that was never seen needed starts its grace now. Entries for anything
-    /// else are dropped, so the map stays as big as the plans.
+    /// Records the cycle's plans on the grace clock: an identity deferred or removed starts
+    /// its grace now unless it had started already. A needed one has none: every change of
+    /// the inputs runs a cycle, so an identity needed at the last cycle was needed until just
+    /// now, however long ago that cycle ran. Entries for anything else are dropped, so the map
+    /// stays as big as the plans.
     pub fn record_needed(&mut self, plans: &[MachinePlan], now: Instant) {
         let mut kept = HashMap::new();
         for plan in plans {
-            for id in &plan.needed {
-                kept.insert((plan.machine.clone(), id.clone()), now);
-            }
             for id in plan.deferred.keys().chain(&plan.change.remove) {
                 let key = (plan.machine.clone(), id.clone());
-                let at = self.last_needed.get(&key).copied().unwrap_or(now);
-                kept.entry(key).or_insert(at);
+                let since = self.unneeded_since.get(&key).copied().unwrap_or(now);
+                kept.insert(key, since);
             }
         }
-        self.last_needed = kept;
+        self.unneeded_since = kept;
     }
 
     /// Identities not to add now (refused by ARM, their backoff running).
@@ -233,15 +238,18 @@ impl Machines {
         }))
     }
 
-    /// A worker started on `machine`.
-    pub fn start(&mut self, machine: &MachineId) {
-        self.machines.entry(machine.clone()).or_default().busy = true;
+    /// A worker started on `machine`, taking `removing` off it.
+    pub fn start(&mut self, machine: &MachineId, removing: &BTreeSet<ResourceId>) {
+        let state = self.machines.entry(machine.clone()).or_default();
+        state.busy = true;
+        state.leaving = removing.clone();
     }
 
     /// A worker ended: cache, backoff and quarantine follow its outcome.
     pub fn finish(&mut self, outcome: &Outcome, now: Instant, timing: &Timing) {
         let state = self.machines.entry(outcome.machine.clone()).or_default();
         state.busy = false;
+        state.leaving.clear();
         state.reread = outcome.identity.is_none();
         state.updating_since = match (outcome.updating, &outcome.failure) {
             (true, _) => Some(state.updating_since.unwrap_or(now)),
@@ -350,6 +358,16 @@ impl Machines {
             .collect()
     }
 
+    /// The identities a running worker is taking off each machine (machines with none left
+    /// out): an assignment must not count on them.
+    pub fn leaving(&self) -> HashMap<MachineId, BTreeSet<ResourceId>> {
+        self.machines
+            .iter()
+            .filter(|(_, state)| !state.leaving.is_empty())
+            .map(|(machine, state)| (machine.clone(), state.leaving.clone()))
+            .collect()
+    }
+
     /// The earliest moment a quarantine ends.
     pub fn next_quarantine_end(&self, now: Instant) -> Option<Instant> {
         self.quarantine
@@ -453,7 +471,7 @@ mod tests {
     fn a_fresh_cache_skips_the_read_and_a_satisfied_plan_sends_nothing() {
         let mut machines = Machines::default();
         let now = Instant::now();
-        machines.start(&machine());
+        machines.start(&machine(), &BTreeSet::new());
         machines.finish(&outcome(Some(identity(&["a"])), None), now, &timing());
         assert_eq!(
             machines.step(&plan(&["a"], &[]), now, &timing()),
@@ -540,13 +558,24 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_machine_waits_for_its_worker() {
+    fn a_busy_machine_waits_for_its_worker_and_what_it_removes_is_leaving_until_it_ends() {
         let mut machines = Machines::default();
-        machines.start(&machine());
+        let removing = BTreeSet::from([uami("b")]);
+        machines.start(&machine(), &removing);
         assert_eq!(
             machines.step(&plan(&["a"], &[]), Instant::now(), &timing()),
             Step::Busy
         );
+        assert_eq!(
+            machines.leaving(),
+            HashMap::from([(machine(), removing.clone())])
+        );
+        machines.finish(
+            &outcome(Some(identity(&["a"])), None),
+            Instant::now(),
+            &timing(),
+        );
+        assert!(machines.leaving().is_empty());
     }
 
     #[test]
@@ -660,28 +689,34 @@ mod tests {
         let mut machines = Machines::default();
         let t0 = Instant::now();
         machines.record_needed(&[plan(&["a"], &[])], t0);
-        let t1 = t0 + Duration::from_secs(5);
-        assert_eq!(
-            machines.since_last_needed(&machine(), &uami("a"), t1),
-            Some(Duration::from_secs(5))
-        );
-        // No longer needed, deferred: the clock keeps the last instant it was needed.
+        // Needed at the last cycle, however long ago: no grace has run (no cycle ran
+        // meanwhile because nothing changed, so it was needed until now).
+        let t1 = t0 + Duration::from_secs(60);
+        assert_eq!(machines.unneeded_for(&machine(), &uami("a"), t1), None);
+        // No longer needed (deferred), or never seen needed: the grace starts now.
         let mut deferred = plan(&[], &[]);
-        deferred.deferred.insert(uami("a"), Duration::from_secs(25));
-        // Never needed before: the grace starts now.
+        deferred.deferred.insert(uami("a"), Duration::from_secs(30));
         deferred.deferred.insert(uami("b"), Duration::from_secs(30));
         machines.record_needed(std::slice::from_ref(&deferred), t1);
         let t2 = t1 + Duration::from_secs(10);
+        for id in ["a", "b"] {
+            assert_eq!(
+                machines.unneeded_for(&machine(), &uami(id), t2),
+                Some(Duration::from_secs(10))
+            );
+        }
+        // Still unneeded at the next cycle: the clock keeps its start.
+        machines.record_needed(std::slice::from_ref(&deferred), t2);
         assert_eq!(
-            machines.since_last_needed(&machine(), &uami("a"), t2),
+            machines.unneeded_for(&machine(), &uami("a"), t2 + Duration::from_secs(5)),
             Some(Duration::from_secs(15))
         );
-        assert_eq!(
-            machines.since_last_needed(&machine(), &uami("b"), t2),
-            Some(Duration::from_secs(10))
-        );
+        // Needed again: no grace left running.
+        machines.record_needed(&[plan(&["a"], &[])], t2);
+        assert_eq!(machines.unneeded_for(&machine(), &uami("a"), t2), None);
         // Gone from every plan: forgotten.
+        machines.record_needed(std::slice::from_ref(&deferred), t2);
         machines.record_needed(&[], t2);
-        assert_eq!(machines.since_last_needed(&machine(), &uami("a"), t2), None);
+        assert_eq!(machines.unneeded_for(&machine(), &uami("a"), t2), None);
     }
 }

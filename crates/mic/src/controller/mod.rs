@@ -331,7 +331,7 @@ impl Term {
             let views: Vec<&AssignedView> = current.iter().map(|r| r.view()).collect();
             let policy = self.policy(now);
             plan_machines(&desired, &views, &nodes, &policy, |machine, id| {
-                self.machines.since_last_needed(machine, id, now)
+                self.machines.unneeded_for(machine, id, now)
             })
         };
         drop(desired);
@@ -355,9 +355,11 @@ impl Term {
                         continue;
                     };
                     worked = true;
-                    tracing::debug!(machine = %job.machine, add = job.change.add.len(),
+                    // One line per machine's ARM work: what an operator looks for when an
+                    // identity is slow to come or go.
+                    tracing::info!(machine = %job.machine, add = job.change.add.len(),
                         remove = job.change.remove.len(), read = job.known.is_none(), "ARM work");
-                    self.machines.start(&job.machine);
+                    self.machines.start(&job.machine, &job.change.remove);
                     self.workers.spawn(worker::run(
                         azure.arm.clone(),
                         *job,
@@ -384,13 +386,13 @@ impl Term {
             self.finished(joined);
             next = Instant::now();
         }
-        let observed = self.machines.observed();
+        let (observed, leaving) = (self.machines.observed(), self.machines.leaving());
         let mut ops = Vec::new();
         {
             let views: Vec<&AssignedView> = current.iter().map(|r| r.view()).collect();
             let by_ref: HashMap<&ObjectRef, &AssignedRecord> =
                 current.iter().map(|r| (r.object(), r.as_ref())).collect();
-            for settlement in settle(&views, &nodes, &plans, &observed) {
+            for settlement in settle(&views, &nodes, &plans, &observed, &leaving) {
                 match settlement {
                     Settlement::Assign(object) => {
                         ops.push(Op::Status(object, AssignedIdentityState::Assigned))

@@ -57,7 +57,7 @@ fn run(
         &MachinePolicy::default(),
         |_, _| Some(elapsed),
     );
-    settle(current, &index(), &plans, seen)
+    settle(current, &index(), &plans, seen, &HashMap::new())
 }
 
 const NAME: &str = "web-apps-id";
@@ -117,6 +117,37 @@ fn a_created_assignment_whose_identity_is_missing_stays_created() {
     assert_eq!(
         settle_wanted_web(AssignedIdentityState::Created, false, &HashMap::new()),
         [waiting(Waiting::MachineUnknown)]
+    );
+}
+
+#[test]
+fn a_created_assignment_waits_while_a_running_patch_takes_its_identity_off() {
+    // The pod came back after the grace period, while the PATCH removing its identity runs:
+    // the identity is still on the machine, but on its way off.
+    let wanted = state(&[("web", "node-0")], false);
+    let current = views(&wanted, AssignedIdentityState::Created);
+    let plans = plan_machines(
+        &wanted,
+        &current,
+        &index(),
+        &MachinePolicy::default(),
+        |_, _| None,
+    );
+    let seen = observed("node-0", &[uami("id")]);
+    assert_eq!(
+        settle(&current, &index(), &plans, &seen, &seen),
+        [waiting(Waiting::NotOnMachine)]
+    );
+    // Another identity leaving changes nothing.
+    assert_eq!(
+        settle(
+            &current,
+            &index(),
+            &plans,
+            &seen,
+            &observed("node-0", &[uami("other")])
+        ),
+        [Settlement::Assign(object())]
     );
 }
 
@@ -213,7 +244,8 @@ fn an_unassigned_record_of_an_immutable_identity_goes_and_the_identity_stays() {
             &current,
             &index(),
             &plans,
-            &observed("node-0", &[uami("id")])
+            &observed("node-0", &[uami("id")]),
+            &HashMap::new()
         ),
         [Settlement::Delete(object())]
     );
@@ -224,7 +256,7 @@ fn an_unassigned_record_on_a_vanished_node_is_deleted() {
     let current = unassigned_web();
     let empty = NodeIndex::default();
     assert_eq!(
-        settle(&current, &empty, &[], &HashMap::new()),
+        settle(&current, &empty, &[], &HashMap::new(), &HashMap::new()),
         [Settlement::Delete(object())]
     );
 }
@@ -271,7 +303,7 @@ fn a_releasing_annotation_shrinks_as_identities_go() {
         [uami("old-1"), uami("old-2")].into_iter().collect()
     );
     assert_eq!(
-        settle(&current, &index(), &plans, &seen),
+        settle(&current, &index(), &plans, &seen, &HashMap::new()),
         [Settlement::Released {
             object: object(),
             remaining: format_releasing(&entries[1..])
