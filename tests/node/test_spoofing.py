@@ -90,8 +90,13 @@ def victim_ip(lab):
     lab.apply([lab.pause_pod("spoof-victim", labels={"aadpodidbinding": "DEMO"}),
                lab.pause_pod("spoof-attacker", labels={"aadpodidbinding": "not-bound-anywhere"})])
     victim = lab.wait_ready("spoof-victim")
-    lab.wait_ready("spoof-attacker")
+    attacker = lab.wait_ready("spoof-attacker")
     lab.wait("the victim's AzureAssignedIdentity Assigned", lambda: lab.aai_status("spoof-victim") == "Assigned")
+    # The attacks test the guard in place: a new pod's first moments, before NMI has seen its
+    # port, are test_a_new_pods_port_is_guarded_within_the_window_…'s.
+    for pod in (victim, attacker):
+        lab.wait(f"{pod['metadata']['name']}'s port guarded",
+                 lambda pod=pod: binding_for(lab, pod["status"]["podIP"]), timeout=30, interval=0.2)
     yield victim["status"]["podIP"]
     lab.kubectl("delete", "pod", "spoof-victim", "spoof-attacker", "--wait=true")
 
