@@ -159,7 +159,7 @@ impl Machines {
     /// the inputs runs a cycle, so an identity needed at the last cycle was needed until just
     /// now, however long ago that cycle ran. Entries for anything else are dropped, so the map
     /// stays as big as the plans.
-    pub fn record_needed(&mut self, plans: &[MachinePlan], now: Instant) {
+    pub fn record_grace_clocks(&mut self, plans: &[MachinePlan], now: Instant) {
         let mut kept = HashMap::new();
         for plan in plans {
             for id in plan.deferred.keys().chain(&plan.change.remove) {
@@ -688,7 +688,7 @@ mod tests {
     fn the_grace_clock_starts_when_an_identity_stops_being_needed() {
         let mut machines = Machines::default();
         let t0 = Instant::now();
-        machines.record_needed(&[plan(&["a"], &[])], t0);
+        machines.record_grace_clocks(&[plan(&["a"], &[])], t0);
         // Needed at the last cycle, however long ago: no grace has run (no cycle ran
         // meanwhile because nothing changed, so it was needed until now).
         let t1 = t0 + Duration::from_secs(60);
@@ -697,7 +697,7 @@ mod tests {
         let mut deferred = plan(&[], &[]);
         deferred.deferred.insert(uami("a"), Duration::from_secs(30));
         deferred.deferred.insert(uami("b"), Duration::from_secs(30));
-        machines.record_needed(std::slice::from_ref(&deferred), t1);
+        machines.record_grace_clocks(std::slice::from_ref(&deferred), t1);
         let t2 = t1 + Duration::from_secs(10);
         for id in ["a", "b"] {
             assert_eq!(
@@ -706,17 +706,17 @@ mod tests {
             );
         }
         // Still unneeded at the next cycle: the clock keeps its start.
-        machines.record_needed(std::slice::from_ref(&deferred), t2);
+        machines.record_grace_clocks(std::slice::from_ref(&deferred), t2);
         assert_eq!(
             machines.unneeded_for(&machine(), &uami("a"), t2 + Duration::from_secs(5)),
             Some(Duration::from_secs(15))
         );
         // Needed again: no grace left running.
-        machines.record_needed(&[plan(&["a"], &[])], t2);
+        machines.record_grace_clocks(&[plan(&["a"], &[])], t2);
         assert_eq!(machines.unneeded_for(&machine(), &uami("a"), t2), None);
         // Gone from every plan: forgotten.
-        machines.record_needed(std::slice::from_ref(&deferred), t2);
-        machines.record_needed(&[], t2);
+        machines.record_grace_clocks(std::slice::from_ref(&deferred), t2);
+        machines.record_grace_clocks(&[], t2);
         assert_eq!(machines.unneeded_for(&machine(), &uami("a"), t2), None);
     }
 }

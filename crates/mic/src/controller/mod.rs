@@ -335,7 +335,7 @@ impl Term {
             })
         };
         drop(desired);
-        self.machines.record_needed(&plans, now);
+        self.machines.record_grace_clocks(&plans, now);
         let azure = self.azure.borrow().clone();
         for plan in &plans {
             if let Some(left) = plan.deferred.values().min() {
